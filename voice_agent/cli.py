@@ -1,0 +1,227 @@
+"""``voice-agent``: serve calls, run the dev Asterisk, place test calls, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from voice_agent.config import Settings
+from voice_agent.service import running_agent
+from voice_agent.sim.caller import CallResult, place_local_call, place_sip_call
+from voice_agent.telephony.asterisk_ari import AriError
+from voice_agent.telephony.local_asterisk import LocalAsterisk, LocalAsteriskError
+
+app = typer.Typer(
+    help="Full-duplex AI phone agent for Asterisk (ARI). Settings: VOICE_AGENT_* env vars.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+asterisk_app = typer.Typer(help="The local dev/CI Asterisk 22 (chroot; needs root).",
+                           no_args_is_help=True)
+app.add_typer(asterisk_app, name="asterisk")
+console = Console(width=max(120, Console().width))
+err = Console(stderr=True)
+
+#: The demo calls: every shipped number, with the tenant it must reach.
+DEMO_NUMBERS = {"100": "techstore", "18005551234": "techstore",
+                "18005555678": "healthplus", "18005559999": "edulearn"}
+
+
+class Via(StrEnum):
+    local = "local"
+    sip = "sip"
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err.print(f"[red]invalid configuration:[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return settings
+
+
+def _local_asterisk(settings: Settings) -> LocalAsterisk:
+    return LocalAsterisk(
+        settings.asterisk_root,
+        ari_url=settings.ari_url,
+        ari_user=settings.ari_user,
+        ari_password=settings.ari_secret(),
+        mirror=settings.debian_mirror,
+        progress=lambda msg: console.print(f"[cyan]asterisk:[/cyan] {msg}"),
+    )
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(
+    max_calls: Annotated[int | None, typer.Option(help="Admission limit (VOICE_AGENT_MAX_CALLS).")]
+    = None,
+    drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, let live calls run this "
+                                                 "long before hanging them up.")] = 10.0,
+) -> None:
+    """Answer calls in the Stasis app until SIGINT/SIGTERM (graceful drain on stop)."""
+    settings = _settings(max_calls=max_calls)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with running_agent(settings, drain_seconds=drain_seconds) as manager:
+            with contextlib.suppress(AriError):
+                await manager.wait_connected(settings.request_timeout)
+            if manager.ari.connected.is_set():
+                logging.info("ready: waiting for calls (Ctrl-C to stop)")
+            await stop.wait()
+            logging.info("stopping: %d live call(s)", len(manager.sessions))
+
+    try:
+        asyncio.run(main())
+    except AriError as exc:
+        raise _fail(str(exc), 2) from exc
+
+
+@asterisk_app.command("up")
+def asterisk_up() -> None:
+    """Provision (once), configure and start Asterisk; wait until ARI answers."""
+    local = _local_asterisk(_settings())
+    try:
+        status = local.up()
+    except LocalAsteriskError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"[green]ready[/green]: Asterisk {status.version}, ARI {local.ari_url}, "
+                  f"{status.channels} channel(s)")
+
+
+@asterisk_app.command("down")
+def asterisk_down() -> None:
+    """Stop Asterisk cleanly."""
+    local = _local_asterisk(_settings())
+    try:
+        stopped = local.down()
+    except LocalAsteriskError as exc:
+        raise _fail(str(exc)) from exc
+    console.print("stopped" if stopped else "Asterisk was not running")
+
+
+@asterisk_app.command("status")
+def asterisk_status() -> None:
+    """Version, ARI reachability and live channels; exit 1 when ARI is unreachable."""
+    local = _local_asterisk(_settings())
+    status = local.status()
+    console.print(f"process:  {'running, pid ' + str(status.pid) if status.running else 'not running (local chroot)'}")
+    console.print(f"version:  {status.version or 'unknown'}")
+    console.print(f"ARI:      {'reachable' if status.ari_reachable else 'unreachable'} "
+                  f"at {local.ari_url} {status.detail}")
+    console.print(f"channels: {status.channels if status.channels is not None else '?'}")
+    if not status.ari_reachable:
+        raise typer.Exit(1)
+
+
+@asterisk_app.command("cli")
+def asterisk_cli(command: Annotated[str, typer.Argument(help='e.g. "core show channels"')]) -> None:
+    """Run one Asterisk CLI command in the local Asterisk."""
+    local = _local_asterisk(_settings())
+    try:
+        console.print(local.cli(command), end="", markup=False, highlight=False)
+    except LocalAsteriskError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _print_calls(results: list[CallResult], expected: dict[str, str] | None = None) -> bool:
+    table = Table(title="calls")
+    for column in ("number", "via", "answered", "tenant", "setup", "held", "hung up by",
+                   "detail"):
+        table.add_column(column)
+    ok = True
+    for r in results:
+        good = r.answered and (expected is None or expected.get(r.number) == r.tenant)
+        ok &= good
+        table.add_row(r.number, r.via, "yes" if r.answered else "[red]no[/red]",
+                      r.tenant or "-",
+                      f"{r.setup_seconds * 1000:.0f} ms" if r.setup_seconds is not None else "-",
+                      f"{r.duration_seconds:.1f} s", r.hung_up_by, r.detail[:60])
+    console.print(table)
+    return ok
+
+
+async def _call(settings: Settings, number: str, via: Via, context: str, hold: float,
+                dtmf: str) -> CallResult:
+    if via is Via.sip:
+        return await place_sip_call(settings.ari_url, settings.ari_user, settings.ari_secret(),
+                                    number, sip_target=f"127.0.0.1:{settings.sip_port}",
+                                    hold_seconds=hold)
+    return await place_local_call(settings.ari_url, settings.ari_user, settings.ari_secret(),
+                                  number, context=context, hold_seconds=hold, dtmf=dtmf)
+
+
+@app.command()
+def call(
+    number: Annotated[str, typer.Argument(help="Number to dial, e.g. 18005551234.")],
+    via: Annotated[Via, typer.Option(help="local: ARI Local channel; sip: real SIP via sipp.")]
+    = Via.local,
+    context: Annotated[str, typer.Option(help="Dialplan context (local calls).")]
+    = "voice-agent-ari",
+    hold: Annotated[float, typer.Option(help="Seconds to stay on the line.")] = 3.0,
+    dtmf: Annotated[str, typer.Option(help="Digits to press after answer.")] = "",
+) -> None:
+    """Place one test call into the dialplan and print what happened."""
+    settings = _settings()
+    try:
+        result = asyncio.run(_call(settings, number, via, context, hold, dtmf))
+    except AriError as exc:
+        raise _fail(str(exc), 2) from exc
+    if not _print_calls([result]):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    hold: Annotated[float, typer.Option(help="Seconds each demo call stays up.")] = 3.0,
+) -> None:
+    """Start the local Asterisk and the agent, call every tenant number, print the result."""
+    settings = _settings()
+    try:
+        _local_asterisk(settings).up()
+    except LocalAsteriskError as exc:
+        raise _fail(str(exc)) from exc
+
+    async def main() -> list[CallResult]:
+        async with running_agent(settings) as manager:
+            await manager.wait_connected(10)
+            calls = [_call(settings, n, Via.local, "voice-agent-ari", hold, "")
+                     for n in DEMO_NUMBERS]
+            return list(await asyncio.gather(*calls))
+
+    try:
+        results = asyncio.run(main())
+    except AriError as exc:
+        raise _fail(str(exc), 2) from exc
+    if not _print_calls(results, DEMO_NUMBERS):
+        raise _fail("a demo call did not reach its tenant")
+    console.print("[green]demo ok[/green]: every number answered by its tenant")
+
+
+if __name__ == "__main__":
+    app()

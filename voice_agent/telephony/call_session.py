@@ -1,0 +1,173 @@
+"""One call, from answer to hang-up, and everything it owns.
+
+A :class:`CallSession` answers the caller, puts the channel in a mixing bridge
+of its own (the place where the media issue attaches the agent's externalMedia
+channel), plays the tenant's greeting and then holds the line until the caller
+hangs up, the call hits ``max_call_seconds``, or the service shuts down.
+
+Lifecycle rule: every resource the session creates is registered on an
+``AsyncExitStack`` the moment it exists, and the stack is unwound in ``run``'s
+``finally``. A hang-up cancels the session's work task wherever it is waiting
+(playback, model call, ...), so nothing lingers and nothing leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from voice_agent.telephony.asterisk_ari import AriClient, AriError, AriNotFoundError
+from voice_agent.telephony.playback import PlaybackTracker
+from voice_agent.tenants import Tenant
+
+log = logging.getLogger(__name__)
+
+#: Channel variable the session sets so callers, CDRs and the dialplan can see the tenant.
+TENANT_VARIABLE = "VOICE_AGENT_TENANT"
+
+
+class CallState(StrEnum):
+    STARTING = "starting"
+    GREETING = "greeting"
+    LISTENING = "listening"
+    CLOSED = "closed"
+
+
+@dataclass
+class CallRecord:
+    """What happened on one call: kept after the call for status, tests and logs."""
+
+    session_id: str
+    channel_id: str
+    channel_name: str
+    caller: str
+    tenant: str
+    started_at: float = field(default_factory=time.time)
+    transitions: list[tuple[float, CallState]] = field(default_factory=list)
+    dtmf: list[tuple[float, str]] = field(default_factory=list)
+    prompts: list[tuple[str, str]] = field(default_factory=list)
+    bridges: list[str] = field(default_factory=list)
+    ended_at: float | None = None
+    end_reason: str = ""
+
+    @property
+    def states(self) -> list[CallState]:
+        return [state for _, state in self.transitions]
+
+
+class CallSession:
+    """The agent's side of one answered call."""
+
+    def __init__(
+        self,
+        *,
+        channel: dict[str, Any],
+        tenant: Tenant,
+        ari: AriClient,
+        playbacks: PlaybackTracker,
+        max_seconds: float,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.channel_id: str = channel["id"]
+        self.tenant = tenant
+        self.record = CallRecord(
+            session_id=self.id,
+            channel_id=self.channel_id,
+            channel_name=channel.get("name", ""),
+            caller=(channel.get("caller") or {}).get("number", ""),
+            tenant=tenant.name,
+        )
+        self._ari = ari
+        self._playbacks = playbacks
+        self._max_seconds = max_seconds
+        self._work: asyncio.Task[None] | None = None
+        self._caller_gone = False
+        self._transition(CallState.STARTING)
+
+    @property
+    def state(self) -> CallState:
+        return self.record.transitions[-1][1]
+
+    def _transition(self, state: CallState) -> None:
+        self.record.transitions.append((time.time(), state))
+        log.info("call %s [%s] -> %s", self.id, self.tenant.name, state.value)
+
+    async def run(self) -> None:
+        """Serve the call until it ends; always releases what it created."""
+        async with AsyncExitStack() as resources:
+            self._work = asyncio.create_task(self._converse(resources), name=f"call-{self.id}")
+            if self._caller_gone:  # hung up before we even started
+                self._work.cancel()
+            try:
+                await self._work
+                self.record.end_reason = self.record.end_reason or "completed"
+            except asyncio.CancelledError:
+                if not self._caller_gone:
+                    self.record.end_reason = self.record.end_reason or "service shutdown"
+                    raise
+            except AriNotFoundError:
+                # The caller's channel vanished between two of our REST calls.
+                self._caller_gone = True
+                self.record.end_reason = self.record.end_reason or "caller hung up during setup"
+            except (AriError, TimeoutError) as exc:
+                self.record.end_reason = f"error: {exc}"
+                log.error("call %s failed: %s", self.id, exc)
+            finally:
+                if not self._caller_gone:
+                    await self._quietly(self._ari.hangup(self.channel_id))
+        self.record.ended_at = time.time()
+        self._transition(CallState.CLOSED)
+        log.info("call %s closed after %.1f s: %s", self.id,
+                 self.record.ended_at - self.record.started_at, self.record.end_reason)
+
+    async def _converse(self, resources: AsyncExitStack) -> None:
+        await self._ari.answer(self.channel_id)
+        bridge_id = f"va-bridge-{self.id}"
+        await self._ari.create_bridge(bridge_id)
+        self.record.bridges.append(bridge_id)
+        resources.push_async_callback(self._quietly, self._ari.destroy_bridge(bridge_id))
+        await self._ari.add_to_bridge(bridge_id, self.channel_id)
+        await self._ari.set_variable(self.channel_id, TENANT_VARIABLE, self.tenant.name)
+
+        self._transition(CallState.GREETING)
+        await self.play(self.tenant.greeting_prompt)
+
+        self._transition(CallState.LISTENING)
+        await asyncio.sleep(self._max_seconds)
+        self.record.end_reason = f"max call length {self._max_seconds:.0f} s reached"
+
+    async def play(self, prompt: str) -> str:
+        """Play an Asterisk sound to the caller and wait for it to finish."""
+        state = await self._playbacks.play(self.channel_id, f"sound:{prompt}")
+        self.record.prompts.append((prompt, state))
+        return state
+
+    def on_dtmf(self, digit: str) -> None:
+        """A key the caller pressed (kept in the record; tenants act on it later)."""
+        self.record.dtmf.append((time.time(), digit))
+        log.info("call %s DTMF %r", self.id, digit)
+
+    def on_caller_gone(self, reason: str) -> None:
+        """The caller's channel left Stasis or was destroyed: stop all work now."""
+        if self._caller_gone:
+            return
+        self._caller_gone = True
+        self.record.end_reason = reason
+        if self._work is not None:
+            self._work.cancel()
+
+    @staticmethod
+    async def _quietly(call: Any) -> None:
+        """Await a cleanup call; a resource already gone is not an error."""
+        try:
+            await call
+        except AriNotFoundError:
+            pass
+        except AriError as exc:
+            log.warning("cleanup step failed: %s", exc)

@@ -1,0 +1,65 @@
+"""Tenants: one business per dialled number, chosen by the Stasis argument.
+
+The dialplan decides which tenant a number belongs to
+(``Stasis(voice_agent,techstore)``); this module only turns that argument into
+a :class:`Tenant`, or into an :class:`UnknownTenantError` whose message tells
+the operator exactly which argument was wrong and which ones exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field
+
+TENANTS_DIR = Path(__file__).parent
+
+
+class Tenant(BaseModel):
+    """What the agent needs to know about one business."""
+
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    display_name: str
+    greeting_prompt: str = Field(description="Asterisk sound played on answer.")
+
+
+class UnknownTenantError(LookupError):
+    """The Stasis arguments do not name a configured tenant."""
+
+
+class TenantRegistry:
+    """The configured tenants, looked up by name (case-insensitive)."""
+
+    def __init__(self, tenants: Iterable[Tenant]) -> None:
+        self._by_name = {t.name: t for t in tenants}
+
+    @classmethod
+    def load(cls, directory: Path = TENANTS_DIR) -> TenantRegistry:
+        """Read every ``*.yaml`` tenant file in ``directory``."""
+        tenants = [
+            Tenant.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+            for path in sorted(directory.glob("*.yaml"))
+        ]
+        return cls(tenants)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def resolve(self, stasis_args: Sequence[str]) -> Tenant:
+        """The tenant named by the first Stasis argument."""
+        if not stasis_args or not stasis_args[0].strip():
+            raise UnknownTenantError(
+                "call entered Stasis without a tenant argument; the dialplan must use "
+                f"Stasis(<app>,<tenant>) with one of: {', '.join(self.names)}"
+            )
+        name = stasis_args[0].strip().lower()
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownTenantError(
+                f"unknown tenant {stasis_args[0]!r} in Stasis arguments; "
+                f"configured tenants: {', '.join(self.names)}"
+            ) from None
