@@ -130,7 +130,8 @@ def asterisk_status() -> None:
     """Version, ARI reachability and live channels; exit 1 when ARI is unreachable."""
     local = _local_asterisk(_settings())
     status = local.status()
-    console.print(f"process:  {'running, pid ' + str(status.pid) if status.running else 'not running (local chroot)'}")
+    process = f"running, pid {status.pid}" if status.running else "not running (local chroot)"
+    console.print(f"process:  {process}")
     console.print(f"version:  {status.version or 'unknown'}")
     console.print(f"ARI:      {'reachable' if status.ari_reachable else 'unreachable'} "
                   f"at {local.ari_url} {status.detail}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import subprocess
 import tempfile
 import time
 import uuid
@@ -29,6 +28,7 @@ from voice_agent.telephony.call_session import TENANT_VARIABLE
 
 SIPP_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="voice-agent caller">
+  <Global variables="caller" />
   <send retrans="500">
     <![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0

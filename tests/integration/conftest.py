@@ -1,0 +1,106 @@
+"""Integration fixtures: the real Asterisk 22 (started by our own code) and the agent.
+
+Nothing here is mocked: `local_asterisk` runs the same `LocalAsterisk.up()` as
+`voice-agent asterisk up`, and `start_agent` runs the same service as
+`voice-agent serve`, in the test's event loop so tests can inspect its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from voice_agent.config import Settings
+from voice_agent.service import running_agent
+from voice_agent.telephony.ari_session_manager import SessionManager
+from voice_agent.telephony.asterisk_ari import AriClient
+from voice_agent.telephony.local_asterisk import LocalAsterisk
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings(_env_file=None, reconnect_initial=0.2, reconnect_max=2.0)
+
+
+@pytest.fixture(scope="session")
+def local_asterisk(settings: Settings) -> LocalAsterisk:
+    asterisk = LocalAsterisk(
+        settings.asterisk_root,
+        ari_url=settings.ari_url,
+        ari_user=settings.ari_user,
+        ari_password=settings.ari_secret(),
+        progress=lambda msg: print(f"asterisk: {msg}"),
+    )
+    asterisk.up()
+    return asterisk
+
+
+AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[SessionManager]]
+
+
+@pytest.fixture
+def start_agent(local_asterisk: LocalAsterisk, settings: Settings) -> AgentFactory:
+    """`async with start_agent(max_calls=1) as manager:` runs the agent with overrides."""
+
+    @contextlib.asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[SessionManager]:
+        agent_settings = settings.model_copy(update=overrides)
+        async with running_agent(agent_settings) as manager:
+            await manager.wait_connected(10)
+            yield manager
+
+    return factory
+
+
+@pytest.fixture
+async def agent(start_agent: AgentFactory) -> AsyncIterator[SessionManager]:
+    async with start_agent() as manager:
+        yield manager
+
+
+@pytest.fixture
+async def inspector(local_asterisk: LocalAsterisk, settings: Settings) -> AsyncIterator[AriClient]:
+    """A plain ARI client for asking Asterisk what exists (channels, bridges)."""
+    async with AriClient(settings.ari_url, settings.ari_user, settings.ari_secret(),
+                         "va-test-inspector") as ari:
+        yield ari
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0,
+                     what: str = "condition") -> None:
+    """Poll ``check`` until true; fail with ``what`` after ``timeout`` (a bound, not a metric)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def assert_nothing_left(inspector: AriClient, manager: SessionManager) -> None:
+    """No live session, and Asterisk holds no channel and no bridge."""
+    async def clean() -> bool:
+        return (not manager.sessions and not await inspector.list_channels()
+                and not await inspector.list_bridges())
+    try:
+        await eventually(clean, what="all sessions, channels and bridges gone")
+    except AssertionError:
+        channels = [c["name"] for c in await inspector.list_channels()]
+        bridges = [b["id"] for b in await inspector.list_bridges()]
+        raise AssertionError(f"left behind: sessions={list(manager.sessions)} "
+                             f"channels={channels} bridges={bridges}") from None

@@ -1,0 +1,102 @@
+"""Network trouble and restarts: the agent must heal by itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from tests.integration.tcp_proxy import TcpProxy
+from voice_agent.config import Settings
+from voice_agent.sim.caller import place_local_call
+from voice_agent.telephony.asterisk_ari import (
+    AriAuthError,
+    AriClient,
+    AriConnectionError,
+)
+from voice_agent.telephony.local_asterisk import LocalAsterisk
+
+
+def _credentials(settings: Settings) -> tuple[str, str, str]:
+    return settings.ari_url, settings.ari_user, settings.ari_secret()
+
+
+@pytest.mark.parametrize(("how", "end_reason"), [
+    ("graceful", "caller hung up (StasisEnd)"),
+    ("crash", "channel gone after ARI reconnect"),  # only reconcile can tell
+])
+async def test_agent_survives_asterisk_restart(
+    how: str, end_reason: str, agent, settings: Settings, local_asterisk: LocalAsterisk,
+    inspector: AriClient
+) -> None:
+    live_call = asyncio.create_task(
+        place_local_call(*_credentials(settings), "100", hold_seconds=30))
+    await eventually(lambda: len(agent.sessions) == 1, what="call in progress")
+    before = agent.ari.connections
+
+    # graceful: `core stop now` hangs calls up first; crash: SIGKILL, nothing is said.
+    await asyncio.to_thread(local_asterisk.down if how == "graceful" else local_asterisk.kill)
+    await asyncio.to_thread(local_asterisk.start)
+
+    await eventually(lambda: agent.ari.connections > before and agent.ari.connected.is_set(),
+                     timeout=20, what="agent reconnected by itself")
+    # The call died with the old Asterisk; its session must be closed either way.
+    await eventually(lambda: not agent.sessions, what="stale session closed")
+    assert agent.completed[-1].end_reason == end_reason
+    live_call.cancel()
+    await asyncio.gather(live_call, return_exceptions=True)
+
+    result = await place_local_call(*_credentials(settings), "18005555678", hold_seconds=2)
+    assert result.answered and result.tenant == "healthplus"
+    await assert_nothing_left(inspector, agent)
+
+
+async def test_agent_survives_a_dropped_events_socket(
+    start_agent: AgentFactory, settings: Settings, inspector: AriClient
+) -> None:
+    host, port = "127.0.0.1", int(settings.ari_url.rsplit(":", 1)[1])
+    async with TcpProxy(host, port) as proxy, start_agent(ari_url=proxy.url) as manager:
+        # A call that is live while the link flaps must keep going.
+        live_call = asyncio.create_task(
+            place_local_call(*_credentials(settings), "18005559999", hold_seconds=4))
+        await eventually(lambda: len(manager.sessions) == 1, what="call in progress")
+        session = next(iter(manager.sessions.values()))
+
+        assert proxy.drop_all() >= 1
+        await eventually(lambda: manager.ari.connections >= 2 and manager.ari.connected.is_set(),
+                         timeout=10, what="events socket reconnected")
+        assert session.channel_id in manager.sessions, "a live call must survive reconcile"
+
+        first = await live_call
+        assert first.answered and first.tenant == "edulearn" and first.hung_up_by == "caller"
+        await eventually(lambda: not manager.sessions, what="session closed after hang-up")
+        assert "hung up" in manager.completed[-1].end_reason
+
+        result = await place_local_call(*_credentials(settings), "100", hold_seconds=2)
+        assert result.answered and result.tenant == "techstore"
+        await assert_nothing_left(inspector, manager)
+
+
+async def test_wrong_password_is_a_clear_auth_error(
+    local_asterisk: LocalAsterisk, settings: Settings
+) -> None:
+    async with AriClient(settings.ari_url, settings.ari_user, "wrong", "va-test") as ari:
+        with pytest.raises(AriAuthError, match="ari.conf"):
+            await ari.asterisk_info()
+        with pytest.raises(AriAuthError, match="credentials"):
+            async for _ in ari.events():
+                pass
+
+
+async def test_wrong_port_is_a_clear_connection_error(settings: Settings) -> None:
+    async with AriClient("http://127.0.0.1:1", settings.ari_user, "x", "va-test") as ari:
+        with pytest.raises(AriConnectionError, match="cannot reach Asterisk ARI"):
+            await ari.list_channels()
+
+
+async def test_agent_with_wrong_password_fails_fast(start_agent: AgentFactory) -> None:
+    from pydantic import SecretStr
+    with pytest.raises(AriAuthError):
+        async with start_agent(ari_password=SecretStr("wrong")):
+            pass

@@ -1,0 +1,110 @@
+"""Tenant registry: loading and resolving the Stasis argument."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from voice_agent.tenants import Tenant, TenantRegistry, UnknownTenantError
+
+SHIPPED = ["edulearn", "healthplus", "techstore"]
+
+
+@pytest.fixture
+def registry() -> TenantRegistry:
+    return TenantRegistry.load()
+
+
+def test_shipped_tenants_are_loaded(registry: TenantRegistry) -> None:
+    assert registry.names == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_tenant_resolves(registry: TenantRegistry, name: str) -> None:
+    tenant = registry.resolve([name])
+    assert tenant.name == name
+    assert tenant.display_name
+    assert tenant.greeting_prompt
+
+
+def test_display_names(registry: TenantRegistry) -> None:
+    assert registry.resolve(["techstore"]).display_name == "TechStore"
+    assert registry.resolve(["healthplus"]).display_name == "HealthPlus"
+    assert registry.resolve(["edulearn"]).display_name == "EduLearn"
+
+
+@pytest.mark.parametrize("arg", ["TechStore", "TECHSTORE", " techstore ", "techStore\t"])
+def test_resolution_is_case_and_space_insensitive(registry: TenantRegistry, arg: str) -> None:
+    assert registry.resolve([arg]).name == "techstore"
+
+
+def test_only_first_argument_names_the_tenant(registry: TenantRegistry) -> None:
+    assert registry.resolve(["healthplus", "techstore", "extra"]).name == "healthplus"
+
+
+@pytest.mark.parametrize("args", [[], (), [""], ["   "]])
+def test_missing_tenant_argument(registry: TenantRegistry, args: list[str]) -> None:
+    with pytest.raises(UnknownTenantError) as info:
+        registry.resolve(args)
+    message = str(info.value)
+    assert "without a tenant argument" in message
+    assert "edulearn, healthplus, techstore" in message
+
+
+@pytest.mark.parametrize("arg", ["nosuch", "tech store", "techstore2"])
+def test_unknown_tenant_lists_configured_ones(registry: TenantRegistry, arg: str) -> None:
+    with pytest.raises(UnknownTenantError) as info:
+        registry.resolve([arg])
+    message = str(info.value)
+    assert repr(arg) in message
+    assert "configured tenants: edulearn, healthplus, techstore" in message
+
+
+def test_unknown_tenant_error_is_a_lookup_error() -> None:
+    assert issubclass(UnknownTenantError, LookupError)
+
+
+def _write(directory: Path, filename: str, text: str) -> None:
+    (directory / filename).write_text(text, encoding="utf-8")
+
+
+def test_load_custom_directory(tmp_path: Path) -> None:
+    _write(tmp_path, "acme.yaml",
+           "# comment\nname: acme\ndisplay_name: ACME Corp\ngreeting_prompt: acme-hello\n")
+    _write(tmp_path, "zeta.yaml",
+           "name: zeta_2\ndisplay_name: Zeta\ngreeting_prompt: beep\n")
+    _write(tmp_path, "ignored.txt", "name: notatenant\n")
+    registry = TenantRegistry.load(tmp_path)
+    assert registry.names == ["acme", "zeta_2"]
+    acme = registry.resolve(["ACME"])
+    assert acme == Tenant(name="acme", display_name="ACME Corp", greeting_prompt="acme-hello")
+    with pytest.raises(UnknownTenantError, match="configured tenants: acme, zeta_2"):
+        registry.resolve(["techstore"])
+
+
+def test_empty_directory_has_no_tenants(tmp_path: Path) -> None:
+    registry = TenantRegistry.load(tmp_path)
+    assert registry.names == []
+    with pytest.raises(UnknownTenantError):
+        registry.resolve(["techstore"])
+
+
+@pytest.mark.parametrize("bad_name", ["TechStore", "tech store", "tech.store", "", "ü"])
+def test_invalid_tenant_name_is_rejected(bad_name: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Tenant(name=bad_name, display_name="X", greeting_prompt="beep")
+    assert [e["loc"] for e in info.value.errors()] == [("name",)]
+
+
+def test_invalid_tenant_file_is_rejected(tmp_path: Path) -> None:
+    _write(tmp_path, "bad.yaml", "name: Bad Name\ndisplay_name: Bad\ngreeting_prompt: beep\n")
+    with pytest.raises(ValidationError, match="name"):
+        TenantRegistry.load(tmp_path)
+
+
+def test_tenant_file_missing_field_is_rejected(tmp_path: Path) -> None:
+    _write(tmp_path, "partial.yaml", "name: partial\ndisplay_name: Partial\n")
+    with pytest.raises(ValidationError, match="greeting_prompt"):
+        TenantRegistry.load(tmp_path)

@@ -1,0 +1,529 @@
+"""RTP for Asterisk's externalMedia (UnicastRTP) channel: packets, jitter buffer, pacer.
+
+Pure protocol and timing logic, no sockets: the UDP endpoint feeds datagrams in
+and sends what comes out, so everything here is testable on a fake clock.
+
+What Asterisk 22 does on that channel (measured), and what it means here:
+
+* 20 ms frames are ulaw PT 0 / 160 B, slin (8 kHz, big-endian) PT 10 / 320 B,
+  slin16 PT 118 / 640 B; but the packet size follows the *caller's* ptime (a
+  30 ms caller gives 240 B ulaw packets), so nothing on receive assumes 20 ms.
+* It sends nothing while the caller leg produces no frames, so a gap in arrival
+  times is normal silence, not loss. Only a gap in *sequence numbers* is loss,
+  and timestamp jumps are accepted as they come.
+* The SSRC is random per channel and the marker bit is never set, so a new SSRC
+  is the only reliable "stream restarted" signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import math
+import secrets
+import struct
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+RTP_VERSION = 2
+_HEADER = struct.Struct("!BBHII")
+_EXTENSION_HEADER = struct.Struct("!HH")
+_SEQ_MOD = 1 << 16
+_TS_MOD = 1 << 32
+
+#: Byte that decodes to silence, per static payload type; linear PCM (slin PT 10,
+#: slin16 PT 118 and any other dynamic type Asterisk uses for slin) is 0x00.
+_SILENCE_BYTE = {0: 0xFF, 8: 0xD5}  # G.711 u-law, A-law
+
+
+class RtpParseError(ValueError):
+    """A datagram that is not a well-formed RTP packet; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RtpExtension:
+    """RFC 3550 §5.3.1 header extension: a profile id and 32-bit-aligned data."""
+
+    profile: int
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtpPacket:
+    """One parsed RTP packet.
+
+    ``padding`` is the number of padding octets that were stripped (0 when the
+    P bit is clear) and ``extension`` is ``None`` when the X bit is clear, so a
+    packet carries everything needed to rebuild it byte for byte.
+    """
+
+    version: int = RTP_VERSION
+    padding: int = 0
+    extension: RtpExtension | None = None
+    marker: bool = False
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    csrcs: tuple[int, ...] = ()
+    payload: bytes
+
+
+def parse_rtp(data: bytes) -> RtpPacket:
+    """Parse one datagram; raise :class:`RtpParseError` (and nothing else) if malformed."""
+    size = len(data)
+    if size < _HEADER.size:
+        raise RtpParseError(f"packet too short: {size} bytes, the RTP header needs 12")
+    first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+    version = first >> 6
+    if version != RTP_VERSION:
+        raise RtpParseError(f"unsupported RTP version {version}, expected {RTP_VERSION}")
+    csrc_count = first & 0x0F
+    offset = _HEADER.size + 4 * csrc_count
+    if size < offset:
+        raise RtpParseError(
+            f"truncated CSRC list: CC={csrc_count} needs {offset} bytes, packet has {size}"
+        )
+    csrcs = struct.unpack_from(f"!{csrc_count}I", data, _HEADER.size)
+
+    extension = None
+    if first & 0x10:
+        if size < offset + _EXTENSION_HEADER.size:
+            raise RtpParseError(
+                f"truncated header extension: X bit set but only {size - offset} bytes "
+                "follow the CSRC list, the extension header needs 4"
+            )
+        profile, words = _EXTENSION_HEADER.unpack_from(data, offset)
+        start = offset + _EXTENSION_HEADER.size
+        offset = start + 4 * words
+        if size < offset:
+            raise RtpParseError(
+                f"truncated header extension: length {words} words needs {offset} bytes, "
+                f"packet has {size}"
+            )
+        extension = RtpExtension(profile, bytes(data[start:offset]))
+
+    padding = 0
+    if first & 0x20:
+        padding = data[-1]
+        if padding == 0:
+            raise RtpParseError("bad padding: P bit set but the padding count is 0")
+        if padding > size - offset:
+            raise RtpParseError(
+                f"bad padding: count {padding} exceeds the {size - offset} bytes after the header"
+            )
+
+    return RtpPacket(
+        version=version,
+        padding=padding,
+        extension=extension,
+        marker=bool(second & 0x80),
+        payload_type=second & 0x7F,
+        sequence=sequence,
+        timestamp=timestamp,
+        ssrc=ssrc,
+        csrcs=csrcs,
+        payload=bytes(data[offset : size - padding]),
+    )
+
+
+def build_rtp(
+    *,
+    payload_type: int,
+    sequence: int,
+    timestamp: int,
+    ssrc: int,
+    payload: bytes,
+    marker: bool = False,
+    csrcs: tuple[int, ...] = (),
+    extension: RtpExtension | None = None,
+    padding: int = 0,
+) -> bytes:
+    """Serialise an RTP packet; out-of-range fields raise ``ValueError`` rather than wrap."""
+    _check_range("payload_type", payload_type, 1 << 7)
+    _check_range("sequence", sequence, _SEQ_MOD)
+    _check_range("timestamp", timestamp, _TS_MOD)
+    _check_range("ssrc", ssrc, _TS_MOD)
+    _check_range("padding", padding, 1 << 8)
+    if len(csrcs) > 15:
+        raise ValueError(f"at most 15 CSRCs fit in the header, got {len(csrcs)}")
+    for csrc in csrcs:
+        _check_range("csrc", csrc, _TS_MOD)
+
+    first = (RTP_VERSION << 6) | len(csrcs)
+    if padding:
+        first |= 0x20
+    if extension is not None:
+        first |= 0x10
+    parts = [
+        _HEADER.pack(first, (0x80 if marker else 0) | payload_type, sequence, timestamp, ssrc),
+        struct.pack(f"!{len(csrcs)}I", *csrcs),
+    ]
+    if extension is not None:
+        _check_range("extension profile", extension.profile, _SEQ_MOD)
+        words, remainder = divmod(len(extension.data), 4)
+        if remainder or words >= _SEQ_MOD:
+            raise ValueError(
+                "extension data must be a multiple of 4 bytes and at most 65535 words, "
+                f"got {len(extension.data)} bytes"
+            )
+        parts += [_EXTENSION_HEADER.pack(extension.profile, words), extension.data]
+    parts.append(payload)
+    if padding:
+        parts.append(bytes(padding - 1) + bytes([padding]))
+    return b"".join(parts)
+
+
+def _check_range(name: str, value: int, limit: int) -> None:
+    if not 0 <= value < limit:
+        raise ValueError(f"{name} must be in [0, {limit - 1}], got {value}")
+
+
+def seq_delta(base: int, seq: int) -> int:
+    """Signed distance from ``base`` to ``seq`` modulo 2**16, in [-32768, 32767].
+
+    Sequence numbers wrap at 65535 -> 0, so "is this packet ahead?" must be
+    asked modulo 2**16: ``seq_delta(65535, 0) == 1``.
+    """
+    return (seq - base + _SEQ_MOD // 2) % _SEQ_MOD - _SEQ_MOD // 2
+
+
+class JitterFrame(NamedTuple):
+    """One frame out of the jitter buffer, in sequence order.
+
+    ``concealed`` frames replace lost packets; their ``arrival`` is that of the
+    packet that revealed the loss (the first one received after the gap).
+    """
+
+    payload: bytes
+    arrival: float
+    sequence: int
+    concealed: bool
+
+
+@dataclass
+class JitterStats:
+    """Counters for call diagnostics; ``lost`` slots were each filled by concealment."""
+
+    received: int = 0
+    duplicates: int = 0
+    late: int = 0
+    reordered: int = 0
+    lost: int = 0
+    restarts: int = 0
+
+
+class JitterBuffer:
+    """Puts inbound packets back in sequence order and conceals the missing ones.
+
+    Ordering uses sequence numbers only (16-bit wrap aware), never arrival time or
+    RTP timestamps: Asterisk goes quiet during silence and timestamps may jump,
+    so neither says anything about loss. In-order packets are released at once;
+    only a sequence gap makes the buffer wait for the missing packet, and it
+    gives up on it (declares it lost) when either
+
+    * a packet more than ``depth`` sequence numbers past the gap arrives, or
+    * ``max_wait`` seconds have passed since the oldest held packet arrived
+      (checked by :meth:`pop_ready` given ``now``; without this, the last words
+      before a pause would sit in the buffer until the caller speaks again).
+
+    So at most ``depth`` packets are ever held. A lost packet is replaced by
+    *silence* of the length of the packet after the gap (ptime varies per
+    caller). Silence, rather than an attenuated repeat of the previous frame,
+    because the consumer is speech recognition/VAD, where a repeated fragment
+    can read as a phantom syllable, and because repeating would need
+    codec-aware attenuation for u-law; loss on the Asterisk link is rare.
+
+    A new SSRC, or a sequence jump of more than ``max_gap`` either way, is a
+    stream restart: held packets are released (their internal gaps concealed)
+    and ordering starts over from the new packet. ``max_gap`` also bounds how
+    much concealment one jump can produce.
+    """
+
+    def __init__(self, depth: int = 3, max_wait: float = 0.06, max_gap: int = 50) -> None:
+        if depth < 0 or max_wait < 0 or max_gap <= depth:
+            raise ValueError("need depth >= 0, max_wait >= 0 and max_gap > depth")
+        self._depth = depth
+        self._max_wait = max_wait
+        self._max_gap = max_gap
+        self.stats = JitterStats()
+        self._ssrc: int | None = None
+        self._next: int | None = None  # sequence of the next frame to release
+        self._highest = 0  # highest sequence received in this stream
+        self._held: dict[int, tuple[RtpPacket, float]] = {}
+        # Recently concealed sequences: tells a late packet from a duplicate.
+        self._concealed: deque[int] = deque(maxlen=max_gap)
+        self._ready: list[JitterFrame] = []
+
+    def push(self, packet: RtpPacket, arrival: float) -> None:
+        """Accept one packet; released frames accumulate for :meth:`pop_ready`."""
+        self.stats.received += 1
+        seq = packet.sequence
+        if self._next is not None and (
+            packet.ssrc != self._ssrc or abs(seq_delta(self._next, seq)) > self._max_gap
+        ):
+            self._restart()
+        if self._next is None:
+            self._ssrc, self._next, self._highest = packet.ssrc, seq, seq
+
+        if seq_delta(self._next, seq) < 0:
+            if seq in self._concealed:
+                self.stats.late += 1
+            else:
+                self.stats.duplicates += 1
+            return
+        if seq in self._held:
+            self.stats.duplicates += 1
+            return
+        if seq_delta(self._highest, seq) < 0:
+            self.stats.reordered += 1
+        else:
+            self._highest = seq
+        self._held[seq] = (packet, arrival)
+        self._release()
+
+    def pop_ready(self, now: float | None = None) -> list[JitterFrame]:
+        """Take the frames released so far, in order.
+
+        With ``now``, first give up on missing packets that held frames have
+        waited ``max_wait`` for; call it from a timer at :attr:`wait_deadline`
+        so a pause in the caller's speech does not strand frames.
+        """
+        if now is not None:
+            self._release(now=now)
+        ready, self._ready = self._ready, []
+        return ready
+
+    def drain(self) -> list[JitterFrame]:
+        """Release everything held (concealing gaps) and take it; for hang-up."""
+        self._release(drain=True)
+        return self.pop_ready()
+
+    @property
+    def wait_deadline(self) -> float | None:
+        """When held frames stop waiting for a missing packet; ``None`` if none are held."""
+        if not self._held:
+            return None
+        return min(arrival for _, arrival in self._held.values()) + self._max_wait
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def _restart(self) -> None:
+        self._release(drain=True)
+        self._ssrc = self._next = None
+        self._concealed.clear()
+        self.stats.restarts += 1
+
+    def _release(self, *, now: float | None = None, drain: bool = False) -> None:
+        while True:
+            while self._next in self._held:
+                packet, arrival = self._held.pop(self._next)
+                self._ready.append(JitterFrame(packet.payload, arrival, self._next, False))
+                self._next = (self._next + 1) % _SEQ_MOD
+            if not self._held:
+                return
+            deadline = self.wait_deadline
+            waited_out = now is not None and deadline is not None and now >= deadline
+            too_far = seq_delta(self._next, self._highest) > self._depth
+            if not (drain or waited_out or too_far):
+                return
+            self._conceal_gap()
+
+    def _conceal_gap(self) -> None:
+        assert self._next is not None
+        gap_end = min(self._held, key=lambda s: seq_delta(self._next, s))
+        packet, arrival = self._held[gap_end]
+        silence = bytes([_SILENCE_BYTE.get(packet.payload_type, 0)]) * len(packet.payload)
+        while self._next != gap_end:
+            self._ready.append(JitterFrame(silence, arrival, self._next, True))
+            self._concealed.append(self._next)
+            self.stats.lost += 1
+            self._next = (self._next + 1) % _SEQ_MOD
+
+
+@dataclass
+class PacerStats:
+    """Counters for call diagnostics; slots are frame periods on the pacer's grid."""
+
+    sent: int = 0
+    idle_slots: int = 0
+    skipped_slots: int = 0
+    resyncs: int = 0
+    flushed: int = 0
+
+
+class RtpPacer:
+    """Sends queued frames as RTP at a steady frame rate on a fixed deadline grid.
+
+    Slot ``n`` is due at ``start + n * frame_seconds`` (``start`` = first poll),
+    computed from ``n`` each time rather than by sleeping one period per frame,
+    so scheduling delays never accumulate into drift.
+
+    Each due slot sends the next queued frame, if any. The RTP timestamp of a
+    slot is ``initial_timestamp + n * samples_per_frame`` whether or not it sent,
+    so across idle periods nothing is sent yet the timestamp keeps advancing
+    with wall time (RFC 3550 silence suppression): the receiver's clock stays
+    right and it does not see sequence loss. Sequence numbers advance only per
+    packet sent. The first packet after an idle slot carries the marker bit
+    (RFC 3551 start of talkspurt). :meth:`flush` empties the queue without
+    touching sequence or timestamp state.
+
+    Resync rule: if, when polled, more than ``max_late_frames`` slots before
+    the current one are overdue (event loop stalled), those overdue slots are
+    skipped (counted, timestamps jump forward to wall time) and only the
+    current slot is served; queued audio is kept, just later. Smaller delays
+    are caught up, so at most ``max_late_frames + 1`` packets ever leave back
+    to back.
+
+    Frames must be enqueued one frame each (``samples_per_frame`` samples).
+    """
+
+    def __init__(
+        self,
+        payload_type: int,
+        ssrc: int,
+        samples_per_frame: int = 160,
+        frame_seconds: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        *,
+        initial_sequence: int | None = None,
+        initial_timestamp: int | None = None,
+        max_late_frames: int = 3,
+    ) -> None:
+        if samples_per_frame <= 0 or frame_seconds <= 0 or max_late_frames < 0:
+            raise ValueError("need samples_per_frame > 0, frame_seconds > 0, max_late_frames >= 0")
+        self._payload_type = payload_type
+        self._ssrc = ssrc
+        self._samples = samples_per_frame
+        self._period = frame_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._max_late = max_late_frames
+        # RFC 3550 §5.1: random initial values, unless a test pins them.
+        self._seq = secrets.randbits(16) if initial_sequence is None else initial_sequence
+        self._ts0 = secrets.randbits(32) if initial_timestamp is None else initial_timestamp
+        self._queue: deque[bytes] = deque()
+        self._start: float | None = None
+        self._slot = 0  # next slot to serve
+        self._talking = False  # did the previous slot send?
+        self.stats = PacerStats()
+
+    def enqueue(self, payload: bytes) -> None:
+        """Queue one frame for sending."""
+        self._queue.append(payload)
+
+    def flush(self) -> int:
+        """Drop every queued frame (barge-in) and return how many were dropped."""
+        dropped = len(self._queue)
+        self._queue.clear()
+        self.stats.flushed += dropped
+        return dropped
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def next_deadline(self) -> float | None:
+        """Clock time the next slot is due; ``None`` before the first :meth:`poll`."""
+        return None if self._start is None else self._deadline(self._slot)
+
+    def poll(self, now: float) -> list[bytes]:
+        """Serve every slot due at ``now`` and return the packets to send, in order."""
+        if self._start is None:
+            self._start = now
+        last_due = self._last_due_slot(now)
+        overdue = last_due - self._slot
+        if overdue > self._max_late:
+            self.stats.skipped_slots += overdue
+            self.stats.resyncs += 1
+            self._slot = last_due
+            self._talking = False  # timestamps jump: mark the next packet
+        packets = []
+        while self._slot <= last_due:
+            packet = self._serve(self._slot)
+            if packet is not None:
+                packets.append(packet)
+            self._slot += 1
+        return packets
+
+    async def run(self, send: Callable[[bytes], None]) -> None:
+        """Send packets on time until cancelled; ``send`` is e.g. ``transport.sendto``."""
+        while True:
+            for packet in self.poll(self._clock()):
+                send(packet)
+            await self._sleep(max(0.0, self._deadline(self._slot) - self._clock()))
+
+    def _deadline(self, slot: int) -> float:
+        assert self._start is not None
+        return self._start + slot * self._period
+
+    def _last_due_slot(self, now: float) -> int:
+        # The float estimate can be off by one near a deadline; the exact
+        # comparison against _deadline keeps poll and next_deadline consistent.
+        assert self._start is not None
+        slot = math.floor((now - self._start) / self._period)
+        while self._deadline(slot + 1) <= now:
+            slot += 1
+        while slot >= 0 and self._deadline(slot) > now:
+            slot -= 1
+        return slot
+
+    def _serve(self, slot: int) -> bytes | None:
+        if not self._queue:
+            self.stats.idle_slots += 1
+            self._talking = False
+            return None
+        packet = build_rtp(
+            payload_type=self._payload_type,
+            sequence=self._seq,
+            timestamp=(self._ts0 + slot * self._samples) % _TS_MOD,
+            ssrc=self._ssrc,
+            payload=self._queue.popleft(),
+            marker=not self._talking,
+        )
+        self._talking = True
+        self._seq = (self._seq + 1) % _SEQ_MOD
+        self.stats.sent += 1
+        return packet
+
+
+class SourceFilter:
+    """Accepts only datagrams from the address Asterisk reported for the channel.
+
+    Anyone who can reach the UDP port could otherwise inject audio into the
+    call; rejected datagrams are counted (and the last source kept) for logs.
+    Addresses are compared as IPs, so ``::ffff:10.0.0.1`` matches ``10.0.0.1``.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._expected = (_normalise_host(host), port)
+        self.accepted = 0
+        self.rejected = 0
+        self.last_rejected: tuple[str, int] | None = None
+
+    def accept(self, addr: tuple[Any, ...]) -> bool:
+        """``addr`` as given to ``datagram_received`` (IPv6 tuples have 4 items)."""
+        source = (_normalise_host(str(addr[0])), int(addr[1]))
+        if source == self._expected:
+            self.accepted += 1
+            return True
+        self.rejected += 1
+        self.last_rejected = source
+        return False
+
+
+def _normalise_host(host: str) -> str:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower()
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
