@@ -159,12 +159,6 @@ async def test_error_json_without_message_uses_text(mock: Mock, ari: AriClient) 
     assert json.loads(info.value.detail) == {"error": "x"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG: _error_for calls .get() on any JSON body; a JSON list/string escapes "
-    "as AttributeError instead of AriRequestError",
-)
 async def test_error_with_non_object_json_body(mock: Mock, ari: AriClient) -> None:
     mock.reply = lambda r: httpx.Response(502, json=["bad gateway"])
     with pytest.raises(AriRequestError):

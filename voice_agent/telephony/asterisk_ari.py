@@ -83,8 +83,12 @@ def backoff_delays(
 
 def _error_for(method: str, path: str, response: httpx.Response) -> AriError:
     try:
-        detail = response.json().get("message", response.text)
+        body = response.json()
     except ValueError:
+        body = None
+    if isinstance(body, dict) and "message" in body:
+        detail = str(body["message"])
+    else:  # not Asterisk's JSON (e.g. a proxy's error page)
         detail = response.text.strip() or response.reason_phrase
     status = response.status_code
     if status == 401:

@@ -100,31 +100,37 @@ class CallSession:
 
     async def run(self) -> None:
         """Serve the call until it ends; always releases what it created."""
-        async with AsyncExitStack() as resources:
-            self._work = asyncio.create_task(self._converse(resources), name=f"call-{self.id}")
-            if self._caller_gone:  # hung up before we even started
-                self._work.cancel()
-            try:
-                await self._work
-                self.record.end_reason = self.record.end_reason or "completed"
-            except asyncio.CancelledError:
-                if not self._caller_gone:
-                    self.record.end_reason = self.record.end_reason or "service shutdown"
-                    raise
-            except AriNotFoundError:
-                # The caller's channel vanished between two of our REST calls.
-                self._caller_gone = True
-                self.record.end_reason = self.record.end_reason or "caller hung up during setup"
-            except (AriError, TimeoutError) as exc:
-                self.record.end_reason = f"error: {exc}"
-                log.error("call %s failed: %s", self.id, exc)
-            finally:
-                if not self._caller_gone:
-                    await self._quietly(self._ari.hangup(self.channel_id))
-        self.record.ended_at = time.time()
-        self._transition(CallState.CLOSED)
-        log.info("call %s closed after %.1f s: %s", self.id,
-                 self.record.ended_at - self.record.started_at, self.record.end_reason)
+        try:
+            async with AsyncExitStack() as resources:
+                await self._work_until_end(resources)
+        finally:
+            self.record.ended_at = time.time()
+            self._transition(CallState.CLOSED)
+            log.info("call %s closed after %.1f s: %s", self.id,
+                     self.record.ended_at - self.record.started_at, self.record.end_reason)
+
+    async def _work_until_end(self, resources: AsyncExitStack) -> None:
+        """Run the call's work as a task a hang-up can cancel; map how it ended."""
+        self._work = asyncio.create_task(self._converse(resources), name=f"call-{self.id}")
+        if self._caller_gone:  # hung up before we even started
+            self._work.cancel()
+        try:
+            await self._work
+            self.record.end_reason = self.record.end_reason or "completed"
+        except asyncio.CancelledError:
+            if not self._caller_gone:
+                self.record.end_reason = self.record.end_reason or "service shutdown"
+                raise
+        except AriNotFoundError:
+            # The caller's channel vanished between two of our REST calls.
+            self._caller_gone = True
+            self.record.end_reason = self.record.end_reason or "caller hung up during setup"
+        except (AriError, TimeoutError) as exc:
+            self.record.end_reason = f"error: {exc}"
+            log.error("call %s failed: %s", self.id, exc)
+        finally:
+            if not self._caller_gone:
+                await self._quietly(self._ari.hangup(self.channel_id))
 
     async def _converse(self, resources: AsyncExitStack) -> None:
         await self._ari.answer(self.channel_id)
