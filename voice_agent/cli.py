@@ -79,9 +79,15 @@ def serve(
     = None,
     drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, let live calls run this "
                                                  "long before hanging them up.")] = 10.0,
+    agent: Annotated[str | None, typer.Option(help="greeting | echo (VOICE_AGENT_AGENT).")]
+    = None,
+    echo_delay_ms: Annotated[int | None, typer.Option(help="Echo agent delay, ms.")] = None,
+    transport: Annotated[str | None, typer.Option(
+        help="Media transport: websocket | rtp (VOICE_AGENT_MEDIA_TRANSPORT).")] = None,
 ) -> None:
     """Answer calls in the Stasis app until SIGINT/SIGTERM (graceful drain on stop)."""
-    settings = _settings(max_calls=max_calls)
+    settings = _settings(max_calls=max_calls, agent=agent, echo_delay_ms=echo_delay_ms,
+                         media_transport=transport)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -62,6 +62,26 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Hard cap on one call's length (runaway protection)."
     )
 
+    # --- Agent and media -----------------------------------------------------
+    agent: Literal["greeting", "echo"] = Field(
+        "greeting",
+        description="greeting: answer, greet, hold; echo: play the caller's audio back.",
+    )
+    echo_delay_ms: int = Field(0, ge=0, le=10_000, description="Echo agent delay, ms.")
+    media_transport: Literal["rtp", "websocket"] = Field(
+        "websocket",
+        description="externalMedia transport; websocket falls back to rtp without "
+        "chan_websocket.",
+    )
+    rtp_format: Literal["ulaw", "alaw", "slin"] = Field(
+        "ulaw", description="RTP payload format (8 kHz) for the rtp transport."
+    )
+    rtp_bind_host: str = Field("127.0.0.1", description="Local address of the RTP socket.")
+    rtp_port: int = Field(0, ge=0, le=65535, description="RTP socket port (0 = any free).")
+    rtp_advertise_host: str = Field(
+        "", description="Address Asterisk sends RTP to (default: rtp_bind_host)."
+    )
+
     # --- Local (dev/CI) Asterisk ------------------------------------------
     asterisk_root: Path = Field(
         Path("/var/lib/voice-agent/asterisk-root"),

@@ -1,7 +1,7 @@
-"""The running agent: one ARI connection, one session manager, graceful stop.
+"""The running agent: ARI connection, media plane, session manager, graceful stop.
 
-Kept separate from the CLI so tests and ``voice-agent demo`` run exactly the
-same service in-process that ``voice-agent serve`` runs in production.
+Kept separate from the CLI so tests, benchmarks and ``voice-agent demo`` run
+exactly the same service in-process that ``voice-agent serve`` runs.
 """
 
 from __future__ import annotations
@@ -11,11 +11,22 @@ import logging
 from collections.abc import AsyncIterator
 
 from voice_agent.config import Settings
+from voice_agent.telephony.ari_audio_bridge import HelperChannels, MediaFactory
 from voice_agent.telephony.ari_session_manager import SessionManager
 from voice_agent.telephony.asterisk_ari import AriClient
+from voice_agent.telephony.call_session import CallAgent
+from voice_agent.telephony.echo import echo_agent
+from voice_agent.telephony.media_clock import MediaClock
+from voice_agent.telephony.rtp_transport import RtpMediaServer
 from voice_agent.tenants import TenantRegistry
 
 log = logging.getLogger(__name__)
+
+
+def _agent(settings: Settings) -> CallAgent | None:
+    if settings.agent == "echo":
+        return echo_agent(settings.echo_delay_ms / 1000)
+    return None
 
 
 @contextlib.asynccontextmanager
@@ -28,6 +39,11 @@ async def running_agent(
     themselves, then the rest are hung up and every task is awaited.
     """
     tenants = TenantRegistry.load()
+    agent = _agent(settings)
+    clock = MediaClock()
+    rtp = RtpMediaServer(clock)
+    if agent is not None:
+        await rtp.start(settings.rtp_bind_host, settings.rtp_port)
     async with AriClient(
         settings.ari_url,
         settings.ari_user,
@@ -37,11 +53,24 @@ async def running_agent(
         reconnect_initial=settings.reconnect_initial,
         reconnect_max=settings.reconnect_max,
     ) as ari:
-        manager = SessionManager(ari, tenants, settings)
+
+        def media(helpers: HelperChannels) -> MediaFactory:
+            return MediaFactory(
+                ari, helpers, app=settings.app_name, transport=settings.media_transport,
+                rtp_server=rtp, rtp_format=settings.rtp_format,
+                rtp_advertise_host=settings.rtp_advertise_host,
+            )
+
+        manager = SessionManager(ari, tenants, settings,
+                                 media=media if agent is not None else None, agent=agent)
         manager.start()
-        log.info("voice agent: app %s on %s, tenants %s, max %d calls", settings.app_name,
-                 settings.ari_url, ", ".join(tenants.names), settings.max_calls)
+        log.info("voice agent: app %s on %s, agent %s, media %s, tenants %s, max %d calls",
+                 settings.app_name, settings.ari_url, settings.agent,
+                 settings.media_transport if agent else "none", ", ".join(tenants.names),
+                 settings.max_calls)
         try:
             yield manager
         finally:
             await manager.shutdown(drain_seconds)
+            await clock.aclose()
+            rtp.close()

@@ -278,7 +278,7 @@ async def test_helper_channels_are_ignored(
 async def test_registered_helper_channel_is_ignored_even_with_args(
     manager: SessionManager, fake: FakeAri
 ) -> None:
-    manager.helper_channels.add("media-1")
+    manager.helpers.expect("media-1")
     manager.dispatch(stasis_start("media-1", ["techstore"], name="PJSIP/looks-like-a-caller"))
     await spin()
     assert manager.sessions == {}

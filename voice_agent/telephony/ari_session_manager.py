@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voice_agent.config import Settings
+from voice_agent.telephony.ari_audio_bridge import HelperChannels, MediaFactory
 from voice_agent.telephony.asterisk_ari import AriClient, AriConnectionError, AriError, Event
-from voice_agent.telephony.call_session import CallRecord, CallSession
+from voice_agent.telephony.call_session import CallAgent, CallRecord, CallSession
 from voice_agent.telephony.playback import PlaybackTracker
 from voice_agent.tenants import TenantRegistry, UnknownTenantError
 
@@ -55,7 +56,15 @@ class RejectedCall:
 class SessionManager:
     """Registry of live calls and dispatcher of the app's ARI events."""
 
-    def __init__(self, ari: AriClient, tenants: TenantRegistry, settings: Settings) -> None:
+    def __init__(
+        self,
+        ari: AriClient,
+        tenants: TenantRegistry,
+        settings: Settings,
+        *,
+        media: Callable[[HelperChannels], MediaFactory] | None = None,
+        agent: CallAgent | None = None,
+    ) -> None:
         self.ari = ari
         self._tenants = tenants
         self._settings = settings
@@ -65,8 +74,11 @@ class SessionManager:
         #: Finished calls and rejections, newest last (bounded: this is not a CDR store).
         self.completed: collections.deque[CallRecord] = collections.deque(maxlen=1000)
         self.rejected: collections.deque[RejectedCall] = collections.deque(maxlen=1000)
-        #: Channel ids the agent created itself (externalMedia, snoop): not callers.
-        self.helper_channels: set[str] = set()
+        #: Channels the agent created itself (externalMedia, snoop): not callers.
+        self.helpers = HelperChannels()
+        #: Builds each call's audio path; None = no media (greeting-only agent).
+        self.media = media(self.helpers) if media is not None else None
+        self.agent = agent
         self.accepting = True
         self.calls_total = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -150,7 +162,7 @@ class SessionManager:
         channel: dict[str, Any] = event["channel"]
         channel_id, name = channel["id"], channel.get("name", "")
         args: list[str] = event.get("args") or []
-        if channel_id in self.helper_channels or (
+        if self.helpers.started(channel_id) or (
             not args and name.startswith(HELPER_CHANNEL_PREFIXES)
         ):
             return
@@ -176,6 +188,8 @@ class SessionManager:
             ari=self.ari,
             playbacks=self.playbacks,
             max_seconds=self._settings.max_call_seconds,
+            media=self.media,
+            agent=self.agent,
         )
         self.sessions[channel_id] = session
         self.calls_total += 1

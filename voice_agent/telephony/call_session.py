@@ -17,16 +17,23 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from voice_agent.telephony.ari_audio_bridge import MediaFactory
 from voice_agent.telephony.asterisk_ari import AriClient, AriError, AriNotFoundError
+from voice_agent.telephony.call_audio import CallAudio
 from voice_agent.telephony.playback import PlaybackTracker
 from voice_agent.tenants import Tenant
 
 log = logging.getLogger(__name__)
+
+#: What talks to the caller once the call is set up: gets the call's audio, runs until
+#: the call ends (cancelled on hang-up). The echo agent and, later, the conversation.
+CallAgent = Callable[[CallAudio], Awaitable[None]]
 
 #: Channel variable the session sets so callers, CDRs and the dialplan can see the tenant.
 TENANT_VARIABLE = "VOICE_AGENT_TENANT"
@@ -72,6 +79,8 @@ class CallSession:
         ari: AriClient,
         playbacks: PlaybackTracker,
         max_seconds: float,
+        media: MediaFactory | None = None,
+        agent: CallAgent | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.channel_id: str = channel["id"]
@@ -86,6 +95,10 @@ class CallSession:
         self._ari = ari
         self._playbacks = playbacks
         self._max_seconds = max_seconds
+        self._media = media
+        self._agent = agent
+        #: The call's audio path once attached (None for a greeting-only agent).
+        self.audio: CallAudio | None = None
         self._work: asyncio.Task[None] | None = None
         self._caller_gone = False
         self._transition(CallState.STARTING)
@@ -140,13 +153,21 @@ class CallSession:
         resources.push_async_callback(self._quietly, self._ari.destroy_bridge(bridge_id))
         await self._ari.add_to_bridge(bridge_id, self.channel_id)
         await self._ari.set_variable(self.channel_id, TENANT_VARIABLE, self.tenant.name)
+        if self._media is not None:
+            self.audio = await self._media.attach(bridge_id, resources)
 
-        self._transition(CallState.GREETING)
-        await self.play(self.tenant.greeting_prompt)
-
-        self._transition(CallState.LISTENING)
-        await asyncio.sleep(self._max_seconds)
-        self.record.end_reason = f"max call length {self._max_seconds:.0f} s reached"
+        try:
+            async with asyncio.timeout(self._max_seconds) as cap:
+                self._transition(CallState.GREETING)
+                await self.play(self.tenant.greeting_prompt)
+                self._transition(CallState.LISTENING)
+                if self._agent is not None and self.audio is not None:
+                    await self._agent(self.audio)
+                await asyncio.Event().wait()  # hold the line until hang-up or the cap
+        except TimeoutError:
+            if not cap.expired():
+                raise  # some inner step timed out, not the call's cap
+            self.record.end_reason = f"max call length {self._max_seconds:.0f} s reached"
 
     async def play(self, prompt: str) -> str:
         """Play an Asterisk sound to the caller and wait for it to finish."""
@@ -164,7 +185,7 @@ class CallSession:
         if self._caller_gone:
             return
         self._caller_gone = True
-        self.record.end_reason = reason
+        self.record.end_reason = self.record.end_reason or reason
         if self._work is not None:
             self._work.cancel()
 

@@ -33,6 +33,7 @@ _HEADER = struct.Struct("!BBHII")
 _EXTENSION_HEADER = struct.Struct("!HH")
 _SEQ_MOD = 1 << 16
 _TS_MOD = 1 << 32
+_DEADLINE_TOLERANCE = 1e-7  # seconds: far above float rounding, far below any real lateness
 
 #: Byte that decodes to silence, per static payload type; linear PCM (slin PT 10,
 #: slin16 PT 118 and any other dynamic type Asterisk uses for slin) is 0x00.
@@ -465,9 +466,12 @@ class RtpPacer:
         return self._start + slot * self._period
 
     def _last_due_slot(self, now: float) -> int:
-        # The float estimate can be off by one near a deadline; the exact
-        # comparison against _deadline keeps poll and next_deadline consistent.
+        # The float estimate can be off by one near a deadline; the comparison
+        # against _deadline keeps poll and next_deadline consistent. The 0.1 µs
+        # tolerance lets a caller on the same grid computed another way
+        # (MediaClock: clock_start + n * period) hit each deadline exactly.
         assert self._start is not None
+        now += _DEADLINE_TOLERANCE
         slot = math.floor((now - self._start) / self._period)
         while self._deadline(slot + 1) <= now:
             slot += 1
