@@ -31,15 +31,16 @@ def _agent(settings: Settings) -> CallAgent | None:
 
 @contextlib.asynccontextmanager
 async def running_agent(
-    settings: Settings, *, drain_seconds: float = 0.0
+    settings: Settings, *, drain_seconds: float = 0.0, agent: CallAgent | None = None
 ) -> AsyncIterator[SessionManager]:
     """Run the agent for the duration of the ``async with`` block.
 
-    On exit, new calls are refused, live calls get ``drain_seconds`` to end by
-    themselves, then the rest are hung up and every task is awaited.
+    ``agent`` overrides ``settings.agent`` (tests and benchmarks plug in their
+    own). On exit, new calls are refused, live calls get ``drain_seconds`` to
+    end by themselves, then the rest are hung up and every task is awaited.
     """
     tenants = TenantRegistry.load()
-    agent = _agent(settings)
+    agent = agent or _agent(settings)
     clock = MediaClock()
     rtp = RtpMediaServer(clock)
     if agent is not None:

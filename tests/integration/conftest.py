@@ -19,6 +19,7 @@ from voice_agent.config import Settings
 from voice_agent.service import running_agent
 from voice_agent.telephony.ari_session_manager import SessionManager
 from voice_agent.telephony.asterisk_ari import AriClient
+from voice_agent.telephony.call_session import CallAgent
 from voice_agent.telephony.local_asterisk import LocalAsterisk
 
 
@@ -54,9 +55,10 @@ def start_agent(local_asterisk: LocalAsterisk, settings: Settings) -> AgentFacto
     """`async with start_agent(max_calls=1) as manager:` runs the agent with overrides."""
 
     @contextlib.asynccontextmanager
-    async def factory(**overrides: Any) -> AsyncIterator[SessionManager]:
+    async def factory(call_agent: CallAgent | None = None, **overrides: Any
+                      ) -> AsyncIterator[SessionManager]:
         agent_settings = settings.model_copy(update=overrides)
-        async with running_agent(agent_settings) as manager:
+        async with running_agent(agent_settings, agent=call_agent) as manager:
             await manager.wait_connected(10)
             yield manager
 

@@ -445,6 +445,28 @@ def test_idle_period_keeps_timestamp_on_wall_clock() -> None:
     assert pacer.stats.idle_slots == 50
 
 
+def test_late_frame_inside_a_talkspurt_keeps_timestamps_contiguous() -> None:
+    """A frame that misses its slot by a moment is jitter: no timestamp gap, no marker."""
+    pacer = _pacer(FakeClock())
+    pacer.enqueue(b"a")
+    assert len(pacer.poll(0.0)) == 1
+    assert pacer.poll(PERIOD) == []  # the next frame arrived just after this slot
+    pacer.enqueue(b"b")
+    (packet,) = [parse_rtp(p) for p in pacer.poll(2 * PERIOD)]
+    assert (packet.sequence, packet.timestamp, packet.marker) == (1001, 5160, False)
+
+
+def test_gap_longer_than_hangover_starts_a_new_talkspurt() -> None:
+    pacer = _pacer(FakeClock(), talkspurt_hangover=2)
+    pacer.enqueue(b"a")
+    pacer.poll(0.0)
+    assert pacer.poll(PERIOD) == [] and pacer.poll(2 * PERIOD) == []  # within hangover
+    assert pacer.poll(3 * PERIOD) == []  # third empty slot: the talkspurt is over
+    pacer.enqueue(b"b")
+    (packet,) = [parse_rtp(p) for p in pacer.poll(4 * PERIOD)]
+    assert (packet.timestamp, packet.marker) == (5000 + 4 * 160, True)
+
+
 def test_flush_drops_queue_and_keeps_continuity() -> None:
     pacer = _pacer(FakeClock())
     for i in range(5):

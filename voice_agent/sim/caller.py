@@ -23,8 +23,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from voice_agent.telephony.asterisk_ari import AriClient, AriError, AriNotFoundError, Event
-from voice_agent.telephony.call_session import TENANT_VARIABLE
+from voice_agent.sim.phone import CallNotAnswered, SimPhone, read_tenant
+from voice_agent.telephony.asterisk_ari import AriClient, AriError
 
 SIPP_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="voice-agent caller">
@@ -102,65 +102,6 @@ class CallResult:
     caller_channel: str = ""
 
 
-class _CallerApp:
-    """A throw-away Stasis app that owns the caller's half of Local calls."""
-
-    def __init__(self, ari: AriClient) -> None:
-        self.ari = ari
-        self._queues: dict[str, asyncio.Queue[Event]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> _CallerApp:
-        self._task = asyncio.create_task(self._pump())
-        async with asyncio.timeout(10):
-            await self.ari.connected.wait()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _pump(self) -> None:
-        async for event in self.ari.events():
-            channel_id = (event.get("channel") or {}).get("id", "")
-            queue = self._queues.get(channel_id)
-            if queue is not None:
-                queue.put_nowait(event)
-
-    def watch(self, channel_id: str) -> asyncio.Queue[Event]:
-        return self._queues.setdefault(channel_id, asyncio.Queue())
-
-
-async def _next_of(queue: asyncio.Queue[Event], types: set[str], timeout: float) -> Event | None:
-    """The next event of one of ``types``, or None on timeout."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await queue.get()
-                if event["type"] in types:
-                    return event
-    except TimeoutError:
-        return None
-
-
-async def read_tenant(ari: AriClient, channel_id: str, wait: float = 3.0) -> str | None:
-    """The tenant the agent assigned to ``channel_id`` (it sets it right after answering)."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            value = await ari.get_variable(channel_id, TENANT_VARIABLE)
-        except AriNotFoundError:
-            value = ""  # not set yet (or the channel just went away: the deadline ends it)
-        except AriError:
-            return None
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    return None
-
-
 async def place_local_call(
     ari_url: str,
     user: str,
@@ -173,36 +114,20 @@ async def place_local_call(
     answer_timeout: float = 10.0,
 ) -> CallResult:
     """Call ``number`` through a Local channel, hold the line, hang up, report."""
-    app = f"va-caller-{uuid.uuid4().hex[:8]}"
-    async with AriClient(ari_url, user, password, app) as ari, _CallerApp(ari) as caller_app:
-        phone = f"va-sim-{uuid.uuid4().hex[:12]}"
-        far_end = f"{phone}-2"
-        queue = caller_app.watch(phone)
-        started = time.monotonic()
+    async with SimPhone(ari_url, user, password) as phone:
         try:
-            await ari.originate(f"Local/{number}@{context}", app=app, channel_id=phone,
-                                other_channel_id=far_end, timeout=int(answer_timeout))
-        except AriError as exc:
+            call = await phone.dial(number, context=context, answer_timeout=answer_timeout)
+        except CallNotAnswered as exc:
             return CallResult(number, "local", False, None, None, 0.0, "failed", str(exc))
-        event = await _next_of(queue, {"StasisStart", "ChannelDestroyed"}, answer_timeout + 2)
-        if event is None or event["type"] != "StasisStart":
-            cause = (event or {}).get("cause_txt", "no answer")
-            return CallResult(number, "local", False, None, None, 0.0, "failed",
-                              f"not answered: {cause}", phone)
-        answered = time.monotonic()
-        tenant = await read_tenant(ari, far_end)
-        for digit in dtmf:
+        if dtmf:
             with contextlib.suppress(AriError):
-                await ari.send_dtmf(phone, digit)
-            await asyncio.sleep(0.15)
-        remaining = hold_seconds - (time.monotonic() - answered)
-        ended = await _next_of(queue, {"StasisEnd", "ChannelDestroyed"}, max(0.0, remaining))
-        hung_up_by = "agent" if ended is not None else "caller"
-        if ended is None:
-            with contextlib.suppress(AriError):
-                await ari.hangup(phone)
-        return CallResult(number, "local", True, tenant, answered - started,
-                          time.monotonic() - answered, hung_up_by, caller_channel=phone)
+                await call.send_dtmf(dtmf)
+        remaining = hold_seconds - (time.monotonic() - call.answered_at)
+        by_agent = await call.wait_ended(max(0.0, remaining))
+        await call.hangup()
+        return CallResult(number, "local", True, call.tenant, call.setup_seconds,
+                          time.monotonic() - call.answered_at,
+                          "agent" if by_agent else "caller", caller_channel=call.channel_id)
 
 
 def _free_udp_port() -> int:

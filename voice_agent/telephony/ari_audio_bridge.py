@@ -91,6 +91,10 @@ class MediaFactory:
         self._timeout = setup_timeout
         self._transport_checked = transport == "rtp"
 
+    @property
+    def rtp_server(self) -> RtpMediaServer | None:
+        return self._rtp
+
     async def attach(self, bridge_id: str, resources: AsyncExitStack) -> CallAudio:
         """Give the call in ``bridge_id`` an agent audio path; torn down with ``resources``."""
         await self._check_transport()

@@ -141,6 +141,9 @@ class CallSession:
         except (AriError, TimeoutError) as exc:
             self.record.end_reason = f"error: {exc}"
             log.error("call %s failed: %s", self.id, exc)
+        except Exception as exc:  # a bug in an agent must end one call, not the service
+            self.record.end_reason = f"internal error: {exc!r}"
+            log.exception("call %s crashed", self.id)
         finally:
             if not self._caller_gone:
                 await self._quietly(self._ari.hangup(self.channel_id))

@@ -162,8 +162,10 @@ class LocalAsterisk:
         """Start Asterisk in the chroot and wait until ARI answers."""
         self._require_root()
         self._mount_proc()
-        self._chroot_output(["sh", "-c", "mkdir -p /run/asterisk && "
-                             "chown asterisk:asterisk /run/asterisk"])
+        # Runtime and recording dirs (the package does not create the latter).
+        self._chroot_output(["sh", "-c", "mkdir -p /run/asterisk "
+                             "/var/spool/asterisk/recording && chown asterisk:asterisk "
+                             "/run/asterisk /var/spool/asterisk/recording"])
         self.progress("starting Asterisk")
         log = self.log_file.open("ab")
         process = subprocess.Popen(

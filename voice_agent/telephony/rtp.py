@@ -365,14 +365,18 @@ class RtpPacer:
     computed from ``n`` each time rather than by sleeping one period per frame,
     so scheduling delays never accumulate into drift.
 
-    Each due slot sends the next queued frame, if any. The RTP timestamp of a
-    slot is ``initial_timestamp + n * samples_per_frame`` whether or not it sent,
-    so across idle periods nothing is sent yet the timestamp keeps advancing
-    with wall time (RFC 3550 silence suppression): the receiver's clock stays
-    right and it does not see sequence loss. Sequence numbers advance only per
-    packet sent. The first packet after an idle slot carries the marker bit
-    (RFC 3551 start of talkspurt). :meth:`flush` empties the queue without
-    touching sequence or timestamp state.
+    Each due slot sends the next queued frame, if any. Sequence numbers advance
+    only per packet sent. Timestamps follow the *audio*, not the slot, within a
+    talkspurt: a slot left empty because the next frame arrived a moment late
+    (an echo or relayed stream whose clock is in phase with ours) is jitter,
+    not silence, so the late frame goes out in the next slot with the next
+    contiguous timestamp and the receiver inserts no gap. Only after more than
+    ``talkspurt_hangover`` empty slots does the talkspurt end; the next packet
+    then starts a new one on the wall-clock grid (``initial_timestamp + n *
+    samples_per_frame`` for slot ``n``, RFC 3550 silence suppression: nothing
+    is sent during silence, yet the receiver's clock stays right) and carries
+    the marker bit (RFC 3551). :meth:`flush` empties the queue without touching
+    sequence or timestamp state.
 
     Resync rule: if, when polled, more than ``max_late_frames`` slots before
     the current one are overdue (event loop stalled), those overdue slots are
@@ -396,6 +400,7 @@ class RtpPacer:
         initial_sequence: int | None = None,
         initial_timestamp: int | None = None,
         max_late_frames: int = 3,
+        talkspurt_hangover: int = 2,
     ) -> None:
         if samples_per_frame <= 0 or frame_seconds <= 0 or max_late_frames < 0:
             raise ValueError("need samples_per_frame > 0, frame_seconds > 0, max_late_frames >= 0")
@@ -412,7 +417,10 @@ class RtpPacer:
         self._queue: deque[bytes] = deque()
         self._start: float | None = None
         self._slot = 0  # next slot to serve
-        self._talking = False  # did the previous slot send?
+        self._hangover = talkspurt_hangover
+        self._talking = False  # inside a talkspurt?
+        self._idle_run = 0  # consecutive empty slots
+        self._next_ts = 0  # timestamp of the next packet of the current talkspurt
         self.stats = PacerStats()
 
     def enqueue(self, payload: bytes) -> None:
@@ -482,17 +490,22 @@ class RtpPacer:
     def _serve(self, slot: int) -> bytes | None:
         if not self._queue:
             self.stats.idle_slots += 1
-            self._talking = False
+            self._idle_run += 1
+            if self._idle_run > self._hangover:
+                self._talking = False
             return None
+        timestamp = self._next_ts if self._talking else (self._ts0 + slot * self._samples) % _TS_MOD
         packet = build_rtp(
             payload_type=self._payload_type,
             sequence=self._seq,
-            timestamp=(self._ts0 + slot * self._samples) % _TS_MOD,
+            timestamp=timestamp,
             ssrc=self._ssrc,
             payload=self._queue.popleft(),
             marker=not self._talking,
         )
+        self._next_ts = (timestamp + self._samples) % _TS_MOD
         self._talking = True
+        self._idle_run = 0
         self._seq = (self._seq + 1) % _SEQ_MOD
         self.stats.sent += 1
         return packet

@@ -1,0 +1,151 @@
+"""The media plane end to end: a simulated caller talks, the echo agent answers.
+
+What the caller hears is recorded inside Asterisk (snoop spy=out on the
+agent-side caller channel) and compared with what the caller said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from voice_agent.config import Settings
+from voice_agent.sim.phone import PhoneCall, Recording, SimPhone
+from voice_agent.sim.signals import (
+    dominant_frequency,
+    find,
+    resample,
+    rms_envelope,
+    speech,
+    sweep,
+    tone,
+)
+from voice_agent.telephony.ari_session_manager import SessionManager
+from voice_agent.telephony.asterisk_ari import AriClient
+from voice_agent.telephony.call_audio import CallAudio
+from voice_agent.telephony.call_session import CallState
+
+MEDIA = [("rtp", "ulaw"), ("rtp", "slin"), ("websocket", "ulaw")]
+
+
+def _credentials(settings: Settings) -> tuple[str, str, str]:
+    return settings.ari_url, settings.ari_user, settings.ari_secret()
+
+
+@pytest.fixture(params=MEDIA, ids=["rtp-ulaw", "rtp-slin", "websocket-slin16"])
+async def echo_agent(request: pytest.FixtureRequest, start_agent: AgentFactory
+                     ) -> AsyncIterator[SessionManager]:
+    transport, fmt = request.param
+    async with start_agent(agent="echo", media_transport=transport, rtp_format=fmt) as manager:
+        yield manager
+
+
+async def _listening_call(phone: SimPhone, manager: SessionManager, number: str = "100"
+                          ) -> PhoneCall:
+    """Dial with audio, start recording, and wait until the greeting is over."""
+    call = await phone.dial(number, audio=True, via="sip")
+    await call.record_heard()
+    await eventually(lambda: any(s.state == CallState.LISTENING
+                                 for s in manager.sessions.values()), what="greeting done")
+    return call
+
+
+async def _echo_of(signal: np.ndarray, manager: SessionManager, settings: Settings
+                   ) -> Recording:
+    async with SimPhone(*_credentials(settings)) as phone:
+        call = await _listening_call(phone, manager)
+        await call.say(signal)
+        await asyncio.sleep(0.4)  # let the echo come back
+        recording = await call.stop_recording()
+        await call.hangup()
+    return recording
+
+
+async def test_echo_returns_a_sweep_intact(
+    echo_agent: SessionManager, settings: Settings, inspector: AriClient
+) -> None:
+    signal = sweep(300, 3300, 1.5)
+    heard = await _echo_of(signal, echo_agent, settings)
+    match = find(resample(signal, 16000, heard.rate), heard.samples, heard.rate)
+    assert match.correlation > 0.9, match
+    await assert_nothing_left(inspector, echo_agent)
+
+
+async def test_echo_keeps_a_tone_on_frequency(
+    echo_agent: SessionManager, settings: Settings, inspector: AriClient
+) -> None:
+    heard = await _echo_of(tone(1000, 1.0), echo_agent, settings)
+    loud = heard.samples[rms_envelope(heard.samples, heard.rate).repeat(
+        heard.rate // 50)[: len(heard.samples)] > 1000]
+    assert len(loud) > 0.8 * heard.rate, "the echoed tone is missing or too short"
+    assert abs(dominant_frequency(loud, heard.rate) - 1000) < 10
+    await assert_nothing_left(inspector, echo_agent)
+
+
+async def test_echo_returns_speech(
+    echo_agent: SessionManager, settings: Settings, inspector: AriClient
+) -> None:
+    sentence = speech("Hello, I would like to check the status of my order.")
+    heard = await _echo_of(sentence, echo_agent, settings)
+    match = find(resample(sentence, 16000, heard.rate), heard.samples, heard.rate)
+    assert match.correlation > 0.8, match
+    await assert_nothing_left(inspector, echo_agent)
+
+
+@pytest.mark.parametrize(("transport", "fmt"), MEDIA, ids=["rtp-ulaw", "rtp-slin", "websocket"])
+async def test_flush_stops_agent_audio_at_the_caller(
+    transport: str, fmt: str, start_agent: AgentFactory, settings: Settings,
+    inspector: AriClient
+) -> None:
+    """The agent talks for 4 s, flushes after 1 s: the caller hears only what was sent."""
+    written, dropped, go = 200, [], asyncio.Event()  # 200 frames = 4 s
+
+    async def talk_then_flush(audio: CallAudio) -> None:
+        await go.wait()  # the test records only the agent's speech, not the greeting
+        audio.write(tone(440, written * 0.02))
+        await asyncio.sleep(1.0)
+        dropped.append(audio.flush())
+        await asyncio.Event().wait()
+
+    async with start_agent(call_agent=talk_then_flush, media_transport=transport,
+                           rtp_format=fmt) as manager, SimPhone(*_credentials(settings)) as phone:
+        call = await phone.dial("100", audio=True, via="sip")
+        await eventually(lambda: any(s.state == CallState.LISTENING
+                                     for s in manager.sessions.values()), what="greeting done")
+        await call.record_heard()
+        go.set()
+        await eventually(lambda: bool(dropped), what="agent flushed")
+        await asyncio.sleep(0.5)
+        heard = await call.stop_recording()
+        await call.hangup()
+        await assert_nothing_left(inspector, manager)
+
+    assert 0 < dropped[0] < written
+    envelope = rms_envelope(heard.samples, heard.rate)
+    heard_seconds = (envelope > 1000).sum() * 0.02
+    expected_seconds = (written - dropped[0]) * 0.02
+    # What the caller heard is what was sent before the flush (± a few frames of lead).
+    assert abs(heard_seconds - expected_seconds) < 0.12, (heard_seconds, expected_seconds)
+    assert heard_seconds < written * 0.02 - 1.0
+
+
+async def test_hangup_mid_stream_frees_media(
+    echo_agent: SessionManager, settings: Settings, inspector: AriClient
+) -> None:
+    async with SimPhone(*_credentials(settings)) as phone:
+        call = await _listening_call(phone, echo_agent)
+        session = next(iter(echo_agent.sessions.values()))
+        audio = session.audio
+        assert audio is not None
+        call.audio.write(sweep(300, 3000, 5.0))  # still talking when we hang up
+        await eventually(lambda: audio.stats.frames_in > 10, what="media flowing")
+        await call.hangup()
+    await assert_nothing_left(inspector, echo_agent)
+    assert audio.closed
+    rtp = echo_agent.media.rtp_server if echo_agent.media else None
+    assert rtp is not None and rtp.calls == 0, "RTP demux entry not released"
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith(("call-", "ws-media"))]
