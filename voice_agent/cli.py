@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from voice_agent.bench import agent_stats
 from voice_agent.config import Settings
 from voice_agent.service import running_agent
 from voice_agent.sim.caller import CallResult, place_local_call, place_sip_call
@@ -84,6 +86,8 @@ def serve(
     echo_delay_ms: Annotated[int | None, typer.Option(help="Echo agent delay, ms.")] = None,
     transport: Annotated[str | None, typer.Option(
         help="Media transport: websocket | rtp (VOICE_AGENT_MEDIA_TRANSPORT).")] = None,
+    stats_file: Annotated[Path | None, typer.Option(
+        help="On exit, write media timing stats (JSON) here (used by benchmarks).")] = None,
 ) -> None:
     """Answer calls in the Stasis app until SIGINT/SIGTERM (graceful drain on stop)."""
     settings = _settings(max_calls=max_calls, agent=agent, echo_delay_ms=echo_delay_ms,
@@ -101,6 +105,8 @@ def serve(
                 logging.info("ready: waiting for calls (Ctrl-C to stop)")
             await stop.wait()
             logging.info("stopping: %d live call(s)", len(manager.sessions))
+        if stats_file is not None:
+            agent_stats.write(manager, stats_file)
 
     try:
         asyncio.run(main())
@@ -228,6 +234,39 @@ def demo(
     if not _print_calls(results, DEMO_NUMBERS):
         raise _fail("a demo call did not reach its tenant")
     console.print("[green]demo ok[/green]: every number answered by its tenant")
+
+
+bench_app = typer.Typer(help="Benchmarks on real calls; results in bench/results/.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("media")
+def bench_media(
+    calls: Annotated[list[int], typer.Option(help="Concurrent calls (repeatable).")] = [10],  # noqa: B006
+    seconds: Annotated[float, typer.Option(help="Measurement window per run.")] = 20.0,
+    transport: Annotated[list[str], typer.Option(help="rtp and/or websocket (repeatable).")]
+    = ["rtp"],  # noqa: B006
+) -> None:
+    """N concurrent echo calls through Asterisk: CPU, jitter, loss, late frames, round trip."""
+    from voice_agent.bench import media
+
+    settings = _settings()
+    local = _local_asterisk(settings)
+    try:
+        local.up()
+    except LocalAsteriskError as exc:
+        raise _fail(str(exc)) from exc
+    for kind in transport:
+        for n in calls:
+            console.print(f"[cyan]bench[/cyan] media: {n} calls over {kind} for {seconds:.0f} s")
+            result = asyncio.run(media.run(settings, kind, n, seconds, local.pid(),
+                                           progress=lambda m: console.print(f"  {m}")))
+            path = media.save(result)
+            console.print(f"  agent {result['agent_cpu_pct']:.0f}% · Asterisk "
+                          f"{result['asterisk_cpu_pct'] or 0:.0f}% · lost {result['lost_pct']:.2f}%"
+                          f" · rtd p95 {result['rtd_ms_p95'] or 0:.0f} ms → {path}")
+    console.print(media.summary())
 
 
 if __name__ == "__main__":

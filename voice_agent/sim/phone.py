@@ -34,7 +34,7 @@ from voice_agent.telephony.audio_bridge import Pcm16
 from voice_agent.telephony.call_audio import CallAudio
 from voice_agent.telephony.call_session import TENANT_VARIABLE
 from voice_agent.telephony.media_clock import MediaClock
-from voice_agent.telephony.rtp_transport import RtpMediaServer
+from voice_agent.telephony.rtp_transport import RtpCallAudio, RtpMediaServer
 
 
 class CallNotAnswered(RuntimeError):
@@ -138,11 +138,12 @@ class PhoneCall:
 class SimPhone:
     """A Stasis app that places Local-channel calls and optionally talks on them."""
 
-    def __init__(self, ari_url: str, user: str, password: str) -> None:
+    def __init__(self, ari_url: str, user: str, password: str,
+                 audio_factory: type[RtpCallAudio] = RtpCallAudio) -> None:
         self.ari = AriClient(ari_url, user, password, f"va-phone-{uuid.uuid4().hex[:8]}")
         self.helpers = HelperChannels()
         self._clock = MediaClock()
-        self._rtp = RtpMediaServer(self._clock)
+        self._rtp = RtpMediaServer(self._clock, audio_factory)
         self._media = MediaFactory(self.ari, self.helpers, app=self.ari.app, transport="rtp",
                                    rtp_server=self._rtp, rtp_format="ulaw")
         self._calls: dict[str, PhoneCall] = {}
@@ -182,7 +183,8 @@ class SimPhone:
                 call.ended.set()
 
     async def dial(self, number: str, *, context: str = "voice-agent-ari", via: str = "local",
-                   audio: bool = False, answer_timeout: float = 10.0) -> PhoneCall:
+                   audio: bool = False, identify: bool = True,
+                   answer_timeout: float = 10.0) -> PhoneCall:
         """Call ``number``; returns once answered (raises :class:`CallNotAnswered`).
 
         ``via="local"``: ``Local/NUMBER@CONTEXT/n``. ``via="sip"``: a real SIP call
@@ -191,6 +193,8 @@ class SimPhone:
         audio: Asterisk 22 drops RTP-originated frames crossing a Local channel
         when their RTP sequence numbers start at or above 32768 (measured; see
         NOTES in the README), which would silence the agent at random.
+        ``identify=False`` skips finding the agent-side leg and reading the tenant
+        (load benchmarks: nothing to record, and it saves ARI round trips).
         """
         channel_id = f"va-sim-{uuid.uuid4().hex[:12]}"
         token = f"{uuid.uuid4().int % 10**10:010d}"
@@ -220,7 +224,7 @@ class SimPhone:
         if event["type"] != "StasisStart":
             raise CallNotAnswered(f"{number}: {event.get('cause_txt', 'not answered')}")
         call.answered_at = time.monotonic()
-        if not call.far_end_id:
+        if identify and not call.far_end_id:
             call.far_end_id = await self._find_caller_leg(token)
         self._calls[channel_id] = call
         call.resources.callback(self._calls.pop, channel_id, None)
@@ -230,7 +234,8 @@ class SimPhone:
             call.resources.push_async_callback(self._destroy_bridge, bridge_id)
             await self.ari.add_to_bridge(bridge_id, channel_id)
             call.audio = await self._media.attach(bridge_id, call.resources)
-        call.tenant = await read_tenant(self.ari, call.far_end_id)
+        if identify:
+            call.tenant = await read_tenant(self.ari, call.far_end_id)
         return call
 
     async def _find_caller_leg(self, token: str) -> str:

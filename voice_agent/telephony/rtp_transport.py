@@ -109,8 +109,11 @@ class RtpCallAudio(CallAudio):
 class RtpMediaServer(asyncio.DatagramProtocol):
     """The process's RTP socket: routes datagrams to calls by their source address."""
 
-    def __init__(self, clock: MediaClock) -> None:
-        self._clock = clock
+    def __init__(
+        self, clock: MediaClock, call_factory: type[RtpCallAudio] = RtpCallAudio
+    ) -> None:
+        self.clock = clock
+        self._call_factory = call_factory
         self._calls: dict[tuple[str, int], RtpCallAudio] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self.stats = RtpServerStats()
@@ -138,13 +141,13 @@ class RtpMediaServer(asyncio.DatagramProtocol):
 
     def attach(self, remote: tuple[str, int], fmt: RtpFormat) -> RtpCallAudio:
         """A call's audio for the UnicastRTP channel that sends from ``remote``."""
-        call = RtpCallAudio(self, remote, fmt)
+        call = self._call_factory(self, remote, fmt)
         self._calls[remote] = call
-        self._clock.register(call)
+        self.clock.register(call)
         return call
 
     def detach(self, call: RtpCallAudio) -> None:
-        self._clock.unregister(call)
+        self.clock.unregister(call)
         if self._calls.get(call.remote) is call:
             del self._calls[call.remote]
 

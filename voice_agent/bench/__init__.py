@@ -1,0 +1,1 @@
+"""Benchmarks: real calls through Asterisk, figures written to bench/results/ (JSON + PNG)."""
