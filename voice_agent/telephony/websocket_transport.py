@@ -50,6 +50,7 @@ class WebSocketCallAudio(CallAudio):
         self._wake = asyncio.Event()
         self._xoff = False
         self._play_deadline = 0.0  # when what we already sent finishes playing
+        self._primed = False  # already waited for this talkspurt's lead to fill
         self._tasks: list[asyncio.Task[None]] = []
         self.media_start: dict[str, str] = {}
         self.control_events: collections.Counter[str] = collections.Counter()
@@ -108,6 +109,14 @@ class WebSocketCallAudio(CallAudio):
                     continue
                 now = time.monotonic()
                 ahead = self._play_deadline - now
+                if ahead <= 0 and len(self._queue) < self.lead_frames and not self._primed:
+                    # Start of a talkspurt from a real-time producer (echo, relayed
+                    # audio): wait up to the lead for it to queue up, or its jitter
+                    # would starve Asterisk's queue and every underrun becomes a gap.
+                    self._primed = True
+                    await asyncio.sleep(lead)
+                    continue
+                self._primed = False
                 if ahead >= lead:
                     await asyncio.sleep(ahead - lead + FRAME_SECONDS)
                     continue
