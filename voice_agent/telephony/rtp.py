@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 RTP_VERSION = 2
 _HEADER = struct.Struct("!BBHII")
@@ -511,32 +511,8 @@ class RtpPacer:
         return packet
 
 
-class SourceFilter:
-    """Accepts only datagrams from the address Asterisk reported for the channel.
-
-    Anyone who can reach the UDP port could otherwise inject audio into the
-    call; rejected datagrams are counted (and the last source kept) for logs.
-    Addresses are compared as IPs, so ``::ffff:10.0.0.1`` matches ``10.0.0.1``.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self._expected = (_normalise_host(host), port)
-        self.accepted = 0
-        self.rejected = 0
-        self.last_rejected: tuple[str, int] | None = None
-
-    def accept(self, addr: tuple[Any, ...]) -> bool:
-        """``addr`` as given to ``datagram_received`` (IPv6 tuples have 4 items)."""
-        source = (_normalise_host(str(addr[0])), int(addr[1]))
-        if source == self._expected:
-            self.accepted += 1
-            return True
-        self.rejected += 1
-        self.last_rejected = source
-        return False
-
-
-def _normalise_host(host: str) -> str:
+def normalise_host(host: str) -> str:
+    """An address in one canonical text form (``::ffff:10.0.0.1`` → ``10.0.0.1``)."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

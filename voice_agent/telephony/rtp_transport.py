@@ -29,7 +29,13 @@ from typing import Any, Literal, cast
 from voice_agent.telephony.audio_bridge import EdgeCodec, Pcm16
 from voice_agent.telephony.call_audio import CallAudio
 from voice_agent.telephony.media_clock import MediaClock
-from voice_agent.telephony.rtp import JitterBuffer, RtpPacer, RtpParseError, parse_rtp
+from voice_agent.telephony.rtp import (
+    JitterBuffer,
+    RtpPacer,
+    RtpParseError,
+    normalise_host,
+    parse_rtp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +144,7 @@ class RtpMediaServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.stats.datagrams += 1
-        call = self._calls.get((addr[0], addr[1]))
+        call = self._calls.get((normalise_host(str(addr[0])), addr[1]))
         if call is None:
             self.stats.unknown_source += 1
             return
@@ -149,6 +155,7 @@ class RtpMediaServer(asyncio.DatagramProtocol):
 
     def attach(self, remote: tuple[str, int], fmt: RtpFormat) -> RtpCallAudio:
         """A call's audio for the UnicastRTP channel that sends from ``remote``."""
+        remote = (normalise_host(remote[0]), remote[1])
         call = self._call_factory(self, remote, fmt)
         self._calls[remote] = call
         self.clock.register(call)
