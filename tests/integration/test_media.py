@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
 from voice_agent.config import Settings
+from voice_agent.sim.caller import place_sip_call
+from voice_agent.sim.pcap import write_rtp_pcap
 from voice_agent.sim.phone import PhoneCall, Recording, SimPhone
 from voice_agent.sim.signals import (
     dominant_frequency,
@@ -26,6 +29,7 @@ from voice_agent.sim.signals import (
 )
 from voice_agent.telephony.ari_session_manager import SessionManager
 from voice_agent.telephony.asterisk_ari import AriClient
+from voice_agent.telephony.audio_bridge import ulaw_encode
 from voice_agent.telephony.call_audio import CallAudio
 from voice_agent.telephony.call_session import CallState
 
@@ -131,6 +135,54 @@ async def test_flush_stops_agent_audio_at_the_caller(
     # What the caller heard is what was sent before the flush (± a few frames of lead).
     assert abs(heard_seconds - expected_seconds) < 0.12, (heard_seconds, expected_seconds)
     assert heard_seconds < written * 0.02 - 1.0
+
+
+async def test_sipp_caller_is_echoed(
+    echo_agent: SessionManager, settings: Settings, inspector: AriClient, tmp_path: Path
+) -> None:
+    """A third-party SIP UA (sipp) plays a sweep as RTP; the caller is sent it back."""
+    signal = sweep(300, 3300, 1.5, rate=8000)
+    silence = np.zeros(8000 * 2, dtype=np.int16)  # let the greeting finish first
+    probe = np.concatenate((silence, signal))
+    pcap = write_rtp_pcap(tmp_path / "sweep.pcap", [
+        ulaw_encode(probe[i:i + 160]) for i in range(0, len(probe) - 159, 160)])
+    async with SimPhone(*_credentials(settings)) as recorder:
+        result = await place_sip_call(*_credentials(settings), "18005551234",
+                                      sip_target=f"127.0.0.1:{settings.sip_port}",
+                                      hold_seconds=4.5, pcap=pcap, recorder=recorder)
+    assert result.answered and result.tenant == "techstore", result.detail
+    assert result.recording is not None
+    match = find(signal, result.recording.samples, result.recording.rate)
+    assert match.correlation > 0.9, match
+    await assert_nothing_left(inspector, echo_agent)
+
+
+async def test_local_channel_caller_is_echoed_over_websocket(
+    start_agent: AgentFactory, settings: Settings, inspector: AriClient
+) -> None:
+    """Local-channel callers work with the WebSocket transport (see README on RTP + Local)."""
+    async with start_agent(agent="echo", media_transport="websocket") as manager, \
+            SimPhone(*_credentials(settings)) as phone:
+        call = await phone.dial("18005555678", audio=True, via="local")
+        assert call.tenant == "healthplus"
+        await eventually(lambda: any(s.state == CallState.LISTENING
+                                     for s in manager.sessions.values()), what="greeting done")
+        heard: list[np.ndarray] = []
+
+        async def listen() -> None:
+            assert call.audio is not None
+            async for frame in call.audio.frames():
+                heard.append(frame.pcm)
+
+        listener = asyncio.create_task(listen())
+        signal = sweep(300, 3300, 1.5)
+        await call.say(signal)
+        await asyncio.sleep(0.4)
+        listener.cancel()
+        await call.hangup()
+        await assert_nothing_left(inspector, manager)
+    match = find(signal, np.concatenate(heard), 16000)
+    assert match.correlation > 0.9, match
 
 
 async def test_hangup_mid_stream_frees_media(

@@ -20,10 +20,11 @@ import socket
 import tempfile
 import time
 import uuid
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from voice_agent.sim.phone import CallNotAnswered, SimPhone, read_tenant
+from voice_agent.sim.phone import CallNotAnswered, Recording, SimPhone, read_tenant
 from voice_agent.telephony.asterisk_ari import AriClient, AriError
 
 SIPP_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -68,6 +69,7 @@ SIPP_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       Content-Length: 0
     ]]>
   </send>
+  {media}
   <pause/>
   <send retrans="500">
     <![CDATA[
@@ -87,6 +89,9 @@ SIPP_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
+PLAY_PCAP = '<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>'
+
+
 @dataclass
 class CallResult:
     """What a simulated caller observed."""
@@ -100,6 +105,7 @@ class CallResult:
     hung_up_by: str
     detail: str = ""
     caller_channel: str = ""
+    recording: Recording | None = None
 
 
 async def place_local_call(
@@ -144,12 +150,20 @@ async def place_sip_call(
     *,
     sip_target: str = "127.0.0.1:5060",
     hold_seconds: float = 3.0,
+    pcap: Path | None = None,
+    recorder: SimPhone | None = None,
 ) -> CallResult:
-    """Call ``number`` over real SIP with sipp; the tenant is read back through ARI."""
+    """Call ``number`` over real SIP with sipp; the tenant is read back through ARI.
+
+    With ``pcap``, sipp plays that RTP capture into the call once answered; with
+    ``recorder``, what the caller is sent is recorded (snoop) and returned.
+    """
     token = f"va{uuid.uuid4().int % 10**10:010d}"
-    with tempfile.TemporaryDirectory(prefix="va-sipp-") as tmp:
+    async with AsyncExitStack() as resources:
+        tmp = resources.enter_context(tempfile.TemporaryDirectory(prefix="va-sipp-"))
         scenario = Path(tmp) / "caller.xml"
-        scenario.write_text(SIPP_SCENARIO)
+        media = PLAY_PCAP.format(pcap=pcap) if pcap is not None else ""
+        scenario.write_text(SIPP_SCENARIO.replace("{media}", media))
         cmd = [
             "sipp", sip_target, "-sf", str(scenario), "-s", number, "-m", "1", "-l", "1",
             "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()),
@@ -161,7 +175,7 @@ async def place_sip_call(
         process = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=tmp
         )
-        tenant, channel_name, setup = None, "", None
+        tenant, channel_name, setup, recording = None, "", None, None
         async with AriClient(ari_url, user, password, "va-sip-observer") as ari:
             deadline = time.monotonic() + hold_seconds + 5
             while process.returncode is None and time.monotonic() < deadline and not tenant:
@@ -171,9 +185,12 @@ async def place_sip_call(
                             channel_name = channel["name"]
                             if channel.get("state") == "Up":
                                 setup = setup or time.monotonic() - started
+                                if recorder is not None:
+                                    recording = await recorder.record(channel["id"], resources)
                                 tenant = await read_tenant(ari, channel["id"], wait=1.0)
                 await asyncio.sleep(0.05)
         _, stderr = await process.communicate()
+        heard = await recorder.stop_recording(recording) if recorder and recording else None
         errors = (Path(tmp) / "errors.log")
         detail = errors.read_text(errors="replace")[-1500:] if errors.exists() else ""
     ok = process.returncode == 0
@@ -181,5 +198,5 @@ async def place_sip_call(
         number, "sip", ok, tenant, setup, time.monotonic() - started - (setup or 0.0),
         "caller" if ok else "failed",
         "" if ok else f"sipp exit {process.returncode}: {detail or stderr.decode()[-800:]}",
-        channel_name,
+        channel_name, heard,
     )

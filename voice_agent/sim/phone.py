@@ -87,39 +87,13 @@ class PhoneCall:
 
     async def record_heard(self) -> None:
         """Start recording what the caller hears (snoop spy=out on the agent-side leg)."""
-        ari = self.phone.ari
-        snoop_id = f"va-snoop-{uuid.uuid4().hex[:12]}"
-        name = f"va-heard-{uuid.uuid4().hex[:12]}"
-        in_stasis = self.phone.helpers.expect(snoop_id)
-        await ari.request("POST", f"/channels/{self.far_end_id}/snoop", params={
-            "spy": "out", "app": ari.app, "snoopId": snoop_id})
-        self.resources.push_async_callback(self.phone.hangup_quietly, snoop_id)
-        async with asyncio.timeout(5):
-            await in_stasis
-        await ari.request("POST", f"/channels/{snoop_id}/record", params={
-            "name": name, "format": "wav", "ifExists": "overwrite"})
-        self._recording = name
+        self._recording = await self.phone.record(self.far_end_id, self.resources)
 
     async def stop_recording(self) -> Recording:
         """Stop the recording and download it (removed from Asterisk afterwards)."""
         assert self._recording is not None, "record_heard() first"
-        ari, name = self.phone.ari, self._recording
-        self._recording = None
-        with contextlib.suppress(AriNotFoundError):  # already stopped by a hang-up
-            await ari.request("POST", f"/recordings/live/{name}/stop")
-        assert ari._http is not None
-        for _ in range(50):  # the file is finalised just after the stop
-            response = await ari._http.get(f"/recordings/stored/{name}/file")
-            if response.status_code == 200:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AriError(f"recording {name} not found after stop")
-        with contextlib.suppress(AriError):
-            await ari.request("DELETE", f"/recordings/stored/{name}")
-        with wave.open(io.BytesIO(response.content)) as wav:
-            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-            return Recording(samples.copy(), wav.getframerate())
+        name, self._recording = self._recording, None
+        return await self.phone.stop_recording(name)
 
     async def hangup(self) -> None:
         await self.phone.hangup_quietly(self.channel_id)
@@ -247,6 +221,38 @@ class SimPhone:
                     return str(channel["id"])
             await asyncio.sleep(0.05)
         raise CallNotAnswered(f"answered, but no inbound PJSIP channel with caller id {token}")
+
+    async def record(self, channel_id: str, resources: AsyncExitStack) -> str:
+        """Record what ``channel_id`` is sent (snoop spy=out); returns the recording name."""
+        snoop_id = f"va-snoop-{uuid.uuid4().hex[:12]}"
+        name = f"va-heard-{uuid.uuid4().hex[:12]}"
+        in_stasis = self.helpers.expect(snoop_id)
+        await self.ari.request("POST", f"/channels/{channel_id}/snoop", params={
+            "spy": "out", "app": self.ari.app, "snoopId": snoop_id})
+        resources.push_async_callback(self.hangup_quietly, snoop_id)
+        async with asyncio.timeout(5):
+            await in_stasis
+        await self.ari.request("POST", f"/channels/{snoop_id}/record", params={
+            "name": name, "format": "wav", "ifExists": "overwrite"})
+        return name
+
+    async def stop_recording(self, name: str) -> Recording:
+        """Stop recording ``name`` and download it (removed from Asterisk afterwards)."""
+        with contextlib.suppress(AriNotFoundError):  # already stopped by a hang-up
+            await self.ari.request("POST", f"/recordings/live/{name}/stop")
+        for _ in range(50):  # the file is finalised just after the stop
+            try:
+                content = await self.ari.download(f"/recordings/stored/{name}/file")
+                break
+            except AriNotFoundError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AriError(f"recording {name} not found after stop")
+        with contextlib.suppress(AriError):
+            await self.ari.request("DELETE", f"/recordings/stored/{name}")
+        with wave.open(io.BytesIO(content)) as wav:
+            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+            return Recording(samples.copy(), wav.getframerate())
 
     async def hangup_quietly(self, channel_id: str) -> None:
         with contextlib.suppress(AriError):

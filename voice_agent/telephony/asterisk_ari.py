@@ -155,6 +155,23 @@ class AriClient:
         json_body: dict[str, Any] | None = None,
     ) -> Any:
         """Send one REST call; returns the decoded JSON body (or None for 204)."""
+        response = await self._send(method, path, params=params, json_body=json_body)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    async def download(self, path: str) -> bytes:
+        """GET a binary resource (e.g. ``/recordings/stored/NAME/file``)."""
+        return (await self._send("GET", path)).content
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
         if self._http is None:
             raise RuntimeError("AriClient used outside 'async with'")
         clean = {k: _param(v) for k, v in (params or {}).items() if v is not None}
@@ -167,9 +184,7 @@ class AriClient:
             ) from exc
         if response.status_code >= 400:
             raise _error_for(method, path, response)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return response
 
     async def asterisk_info(self) -> dict[str, Any]:
         return await self.request("GET", "/asterisk/info")
