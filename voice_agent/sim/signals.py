@@ -42,7 +42,7 @@ def speech(text: str, rate: int = 16000, voice: str = "en-us") -> Pcm16:
         raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True,
                        capture_output=True)
-        subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out)],
+        subprocess.run(["sox", "-R", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out)],
                        check=True, capture_output=True)
         with wave.open(str(out)) as wav:
             return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").copy()
