@@ -10,7 +10,7 @@ frame. Measured:
 
 * agent / Asterisk / phones CPU (% of one core) and agent RSS per call;
 * caller-side inter-arrival jitter of the returned packets (p50/p99, ms);
-* lost frames: returned packets / sent packets over the window;
+* lost frames: burst frames heard back / burst frames sent over the window;
 * agent-side late frames: media-clock ticks > 5 ms past their deadline (rtp);
 * caller-side round-trip delay: burst sent → burst heard (p50/p95, ms).
 
@@ -110,8 +110,11 @@ def measure_call(audio: ProbeAudio, start: float, end: float) -> CallMeasure:
         heard = [t for t, level in arrivals if t >= burst_sent and level > LOUD]
         if heard and heard[0] - burst_sent < 1.0:
             rtd.append(heard[0] - burst_sent)
-    sent = sum(1 for t in audio.sent if start <= t < end)
-    received = sum(1 for t, _ in arrivals if start <= t < end + 0.5)
+    # Loss is counted on the bursts: the silence between them is not a fair
+    # count (chan_websocket fills idle time with silence frames of its own).
+    sent = BURST_FRAMES * sum(1 for k in range(0, len(audio.sent), per_second)
+                              if start <= audio.sent[k] < end)
+    received = min(sent, sum(1 for t, level in arrivals if t < end + 0.5 and level > LOUD))
     return CallMeasure(rtd, jitter, sent, received)
 
 
@@ -146,7 +149,10 @@ class AgentProcess:
     """``voice-agent serve --agent echo`` as a child process."""
 
     def __init__(self, settings: Settings, transport: str, calls: int, stats: Path) -> None:
-        self.cmd = [sys.executable, "-m", "voice_agent.cli", "serve", "--agent", "echo",
+        # VOICE_AGENT_BENCH_PROFILE=FILE runs the agent under cProfile (hot-path hunting).
+        profile = os.environ.get("VOICE_AGENT_BENCH_PROFILE")
+        profiler = ["-m", "cProfile", "-o", profile] if profile else []
+        self.cmd = [sys.executable, *profiler, "-m", "voice_agent.cli", "serve", "--agent", "echo",
                     "--transport", transport, "--max-calls", str(calls + 20),
                     "--drain-seconds", "0", "--stats-file", str(stats)]
         self.settings = settings

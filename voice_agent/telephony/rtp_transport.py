@@ -144,7 +144,9 @@ class RtpMediaServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.stats.datagrams += 1
-        call = self._calls.get((normalise_host(str(addr[0])), addr[1]))
+        call = self._calls.get((addr[0], addr[1]))  # the common case: exact match
+        if call is None:  # e.g. an IPv4-mapped IPv6 source on a dual-stack socket
+            call = self._calls.get((normalise_host(str(addr[0])), addr[1]))
         if call is None:
             self.stats.unknown_source += 1
             return
