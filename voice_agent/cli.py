@@ -266,9 +266,11 @@ def bench_media(
             result = asyncio.run(media.run(settings, kind, n, seconds, local.pid(),
                                            progress=lambda m: console.print(f"  {m}")))
             path = media.save(result)
-            console.print(f"  agent {result['agent_cpu_pct']:.0f}% · Asterisk "
-                          f"{result['asterisk_cpu_pct'] or 0:.0f}% · lost {result['lost_pct']:.2f}%"
-                          f" · rtd p95 {result['rtd_ms_p95'] or 0:.0f} ms → {path}")
+            console.print(f"  {result['answered']}/{n} answered · agent "
+                          f"{result['agent_cpu_pct']:.0f}% · Asterisk "
+                          f"{result['asterisk_cpu_pct'] or 0:.0f}% · lost "
+                          f"{result['lost_pct'] or 0:.2f}% · rtd p95 "
+                          f"{result['rtd_ms_p95'] or 0:.0f} ms → {path}")
     console.print(media.summary())
 
 

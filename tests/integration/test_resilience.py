@@ -100,3 +100,19 @@ async def test_agent_with_wrong_password_fails_fast(start_agent: AgentFactory) -
     with pytest.raises(AriAuthError):
         async with start_agent(ari_password=SecretStr("wrong")):
             pass
+
+
+async def test_agent_start_removes_what_a_crashed_run_left(
+    start_agent: AgentFactory, settings: Settings, inspector: AriClient
+) -> None:
+    """A bridge named like ours but owned by no session (a killed run's) is removed."""
+    await inspector.create_bridge(f"{settings.app_name}-bridge-left-by-a-crash")
+    await inspector.create_bridge("someone-elses-bridge")
+    try:
+        async with start_agent() as manager:
+            await eventually(lambda: manager.orphans_removed == 1, what="orphan removed")
+            bridges = {b["id"] for b in await inspector.list_bridges()}
+            assert f"{settings.app_name}-bridge-left-by-a-crash" not in bridges
+            assert "someone-elses-bridge" in bridges
+    finally:
+        await inspector.destroy_bridge("someone-elses-bridge")

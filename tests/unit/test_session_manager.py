@@ -37,7 +37,10 @@ class FakeAri:
 
     def __init__(self) -> None:
         self.base_url = "http://fake-asterisk:8088"
+        self.app = "voice_agent"
         self.connected = asyncio.Event()
+        #: Bridges that exist in the fake Asterisk (for reconcile).
+        self.live_bridges: list[str] = []
         self.calls: list[tuple[Any, ...]] = []
         #: Channels that no longer exist: every call on them raises AriNotFoundError.
         self.gone: set[str] = set()
@@ -95,6 +98,10 @@ class FakeAri:
         if self.list_channels_error is not None:
             raise self.list_channels_error
         return [{"id": channel_id, "state": "Up"} for channel_id in self.live_channels]
+
+    async def list_bridges(self) -> list[dict[str, Any]]:
+        self.calls.append(("list_bridges", ""))
+        return [{"id": bridge_id} for bridge_id in self.live_bridges]
 
     def bridge_calls(self, method: str) -> list[str]:
         return [c[1] for c in self.calls if c[0] == method]
@@ -201,7 +208,7 @@ async def test_known_tenant_call_is_set_up(manager: SessionManager, fake: FakeAr
 
     await settle(lambda: session.state is CallState.LISTENING)
 
-    bridge_id = f"va-bridge-{session.id}"
+    bridge_id = f"voice_agent-bridge-{session.id}"
     assert fake.calls == [
         ("answer", "c1"),
         ("create_bridge", bridge_id, "mixing"),
@@ -638,3 +645,18 @@ async def test_unhandled_and_typeless_events_are_ignored(
     assert caplog.records == []
     assert fake.calls == []
     assert manager.sessions == {}
+
+
+async def test_reconcile_removes_only_our_orphans(manager: SessionManager) -> None:
+    fake = manager.ari  # type: ignore[assignment]
+    session = await start_call(manager, "c1")
+    own_bridge = session.record.bridges[0]
+    fake.live_channels = ["c1", "voice_agent-media-orphan", "someone-elses-media"]
+    fake.live_bridges = [own_bridge, "voice_agent-bridge-orphan", "other-app-bridge"]
+    await manager.reconcile()
+    hung_up = [c[1] for c in fake.calls if c[0] == "hangup"]
+    destroyed = [c[1] for c in fake.calls if c[0] == "destroy_bridge"]
+    assert hung_up == ["voice_agent-media-orphan"]
+    assert destroyed == ["voice_agent-bridge-orphan"]
+    assert manager.orphans_removed == 2
+    assert "c1" in manager.sessions

@@ -32,6 +32,20 @@ log = logging.getLogger(__name__)
 Transport = Literal["rtp", "websocket"]
 
 
+def media_channel_prefix(app: str) -> str:
+    """Ids of the externalMedia channels an app creates start with this.
+
+    Named per app so an agent can recognise (and clean up) media channels a
+    previous run of itself left behind, without touching anyone else's.
+    """
+    return f"{app}-media-"
+
+
+def bridge_prefix(app: str) -> str:
+    """Ids of the per-call bridges an app creates start with this (see above)."""
+    return f"{app}-bridge-"
+
+
 class MediaSetupError(AriError):
     """The externalMedia channel could not be created or bridged."""
 
@@ -98,7 +112,7 @@ class MediaFactory:
     async def attach(self, bridge_id: str, resources: AsyncExitStack) -> CallAudio:
         """Give the call in ``bridge_id`` an agent audio path; torn down with ``resources``."""
         await self._check_transport()
-        channel_id = f"va-media-{uuid.uuid4().hex[:16]}"
+        channel_id = f"{media_channel_prefix(self._app)}{uuid.uuid4().hex[:16]}"
         in_stasis = self._helpers.expect(channel_id)
         resources.callback(self._helpers.forget, channel_id)
         if self.transport == "websocket":

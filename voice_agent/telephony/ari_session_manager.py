@@ -24,12 +24,17 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from voice_agent.config import Settings
-from voice_agent.telephony.ari_audio_bridge import HelperChannels, MediaFactory
+from voice_agent.telephony.ari_audio_bridge import (
+    HelperChannels,
+    MediaFactory,
+    bridge_prefix,
+    media_channel_prefix,
+)
 from voice_agent.telephony.asterisk_ari import AriClient, AriConnectionError, AriError, Event
 from voice_agent.telephony.call_session import CallAgent, CallRecord, CallSession
 from voice_agent.telephony.playback import PlaybackTracker
@@ -81,6 +86,7 @@ class SessionManager:
         self.agent = agent
         self.accepting = True
         self.calls_total = 0
+        self.orphans_removed = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._events_task: asyncio.Task[None] | None = None
         self._handlers: dict[str, Callable[[Event], None]] = {
@@ -129,17 +135,46 @@ class SessionManager:
             log.exception("error handling ARI event %s", event.get("type"))
 
     async def reconcile(self) -> None:
-        """Close sessions whose channel Asterisk no longer has."""
+        """Bring our view and Asterisk's back in line (after every (re)connect).
+
+        Sessions whose channel Asterisk no longer has are closed; media
+        channels and bridges carrying this app's id prefix that no live
+        session owns (left by a crashed run, or by a teardown that failed
+        while Asterisk was overloaded) are removed.
+        """
         try:
-            live = {channel["id"] for channel in await self.ari.list_channels()}
+            channels = await self.ari.list_channels()
+            bridges = await self.ari.list_bridges()
         except AriError as exc:
             log.warning("reconcile skipped: %s", exc)
             return
+        live = {channel["id"] for channel in channels}
         for channel_id, session in list(self.sessions.items()):
             if channel_id not in live:
                 log.warning("call %s: channel %s vanished while ARI was disconnected",
                             session.id, channel_id)
                 session.on_caller_gone("channel gone after ARI reconnect")
+        owned_bridges = {b for s in self.sessions.values() for b in s.record.bridges}
+        media_prefix, own_bridges = media_channel_prefix(self.ari.app), bridge_prefix(self.ari.app)
+        orphans = [c["id"] for c in channels
+                   if c["id"].startswith(media_prefix) and c["id"] not in self.helpers]
+        stale = [b["id"] for b in bridges
+                 if b["id"].startswith(own_bridges) and b["id"] not in owned_bridges]
+        for channel_id in orphans:
+            await self._remove(self.ari.hangup, channel_id)
+        for bridge_id in stale:
+            await self._remove(self.ari.destroy_bridge, bridge_id)
+        if orphans or stale:
+            log.warning("reconcile removed %d orphaned media channel(s) and %d bridge(s)",
+                        len(orphans), len(stale))
+        self.orphans_removed += len(orphans) + len(stale)
+
+    @staticmethod
+    async def _remove(remove: Callable[[str], Awaitable[None]], object_id: str) -> None:
+        try:
+            await remove(object_id)
+        except AriError as exc:  # gone meanwhile, or Asterisk busy: next reconcile retries
+            log.debug("could not remove %s: %s", object_id, exc)
 
     async def shutdown(self, drain_seconds: float = 0.0) -> None:
         """Stop admitting calls, let live ones finish for ``drain_seconds``, end the rest."""

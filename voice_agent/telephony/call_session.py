@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from voice_agent.telephony.ari_audio_bridge import MediaFactory
+from voice_agent.telephony.ari_audio_bridge import MediaFactory, bridge_prefix
 from voice_agent.telephony.asterisk_ari import AriClient, AriError, AriNotFoundError
 from voice_agent.telephony.call_audio import CallAudio
 from voice_agent.telephony.playback import PlaybackTracker
@@ -150,7 +150,7 @@ class CallSession:
 
     async def _converse(self, resources: AsyncExitStack) -> None:
         await self._ari.answer(self.channel_id)
-        bridge_id = f"va-bridge-{self.id}"
+        bridge_id = f"{bridge_prefix(self._ari.app)}{self.id}"
         await self._ari.create_bridge(bridge_id)
         self.record.bridges.append(bridge_id)
         resources.push_async_callback(self._quietly, self._ari.destroy_bridge(bridge_id))

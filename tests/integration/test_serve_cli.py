@@ -1,0 +1,54 @@
+"""The production entry point: `voice-agent serve` as a process, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import httpx
+
+from tests.integration.conftest import eventually
+from voice_agent.config import Settings
+from voice_agent.sim.phone import SimPhone
+from voice_agent.telephony.asterisk_ari import AriClient
+from voice_agent.telephony.local_asterisk import LocalAsterisk
+
+
+async def _app_registered(settings: Settings) -> bool:
+    async with httpx.AsyncClient(auth=(settings.ari_user, settings.ari_secret())) as http:
+        url = f"{settings.ari_url}/ari/applications/{settings.app_name}"
+        return (await http.get(url)).status_code == 200
+
+
+async def test_serve_answers_and_drains_on_sigterm(
+    local_asterisk: LocalAsterisk, settings: Settings, inspector: AriClient
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voice_agent.cli", "serve", "--agent", "echo",
+        "--drain-seconds", "1", env={**os.environ, "VOICE_AGENT_LOG_LEVEL": "INFO"},
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        await eventually(lambda: _app_registered(settings), timeout=20, what="serve registered")
+        async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+            call = await phone.dial("18005559999", via="sip")
+            assert call.tenant == "edulearn"
+            process.send_signal(signal.SIGTERM)
+            # Drain: the live call gets 1 s, then the agent hangs it up and exits 0.
+            assert await call.wait_ended(15), "the agent did not end the call on shutdown"
+            async with asyncio.timeout(20):
+                assert await process.wait() == 0
+        log = (await process.stderr.read()).decode() if process.stderr else ""
+        assert "ready: waiting for calls" in log
+        assert "stopping: 1 live call(s)" in log
+        assert not await _app_registered(settings)
+        await eventually(lambda: _no_channels(inspector), what="no channels left")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _no_channels(inspector: AriClient) -> bool:
+    return not await inspector.list_channels()
