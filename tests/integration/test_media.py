@@ -157,16 +157,15 @@ async def test_sipp_caller_is_echoed(
     await assert_nothing_left(inspector, echo_agent)
 
 
-async def test_local_channel_caller_is_echoed_over_websocket(
-    start_agent: AgentFactory, settings: Settings, inspector: AriClient
+async def test_local_channel_caller_is_echoed(
+    echo_agent: SessionManager, settings: Settings, inspector: AriClient
 ) -> None:
-    """Local-channel callers work with the WebSocket transport (see README on RTP + Local)."""
-    async with start_agent(agent="echo", media_transport="websocket") as manager, \
-            SimPhone(*_credentials(settings)) as phone:
+    """A Local-channel caller hears the echo on every transport (see README: RTP + Local)."""
+    async with SimPhone(*_credentials(settings)) as phone:
         call = await phone.dial("18005555678", audio=True, via="local")
         assert call.tenant == "healthplus"
         await eventually(lambda: any(s.state == CallState.LISTENING
-                                     for s in manager.sessions.values()), what="greeting done")
+                                     for s in echo_agent.sessions.values()), what="greeting done")
         heard: list[np.ndarray] = []
 
         async def listen() -> None:
@@ -180,7 +179,7 @@ async def test_local_channel_caller_is_echoed_over_websocket(
         await asyncio.sleep(0.4)
         listener.cancel()
         await call.hangup()
-        await assert_nothing_left(inspector, manager)
+    await assert_nothing_left(inspector, echo_agent)
     match = find(signal, np.concatenate(heard), 16000)
     assert match.correlation > 0.9, match
 

@@ -15,6 +15,7 @@ from voice_agent.telephony.asterisk_ari import (
     AriClient,
     AriConnectionError,
 )
+from voice_agent.telephony.call_session import CallState
 from voice_agent.telephony.local_asterisk import LocalAsterisk
 
 
@@ -32,7 +33,10 @@ async def test_agent_survives_asterisk_restart(
 ) -> None:
     live_call = asyncio.create_task(
         place_local_call(*_credentials(settings), "100", hold_seconds=30))
-    await eventually(lambda: len(agent.sessions) == 1, what="call in progress")
+    # Wait until the call is idle (greeting over): a REST call in flight at the crash
+    # would end the session with that error instead, which is also fine but racy.
+    await eventually(lambda: any(s.state == CallState.LISTENING for s in agent.sessions.values()),
+                     what="call in progress, greeting done")
     before = agent.ari.connections
 
     # graceful: `core stop now` hangs calls up first; crash: SIGKILL, nothing is said.

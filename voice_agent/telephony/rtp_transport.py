@@ -44,6 +44,7 @@ RtpFormat = Literal["ulaw", "alaw", "slin"]
 PAYLOAD_TYPES: dict[str, int] = {"ulaw": 0, "alaw": 8, "slin": 10}
 SAMPLES_PER_FRAME_8K = 160
 RECEIVE_BUFFER_BYTES = 4 * 2**20
+LOCAL_SAFE_SEQUENCE = 1 << 14
 
 
 @dataclass
@@ -65,7 +66,13 @@ class RtpCallAudio(CallAudio):
         self._payload_type = PAYLOAD_TYPES[fmt]
         self._codec = EdgeCodec(fmt, "big")
         self.jitter = JitterBuffer()
-        self.pacer = RtpPacer(self._payload_type, secrets.randbits(32), SAMPLES_PER_FRAME_8K)
+        # Initial sequence below 2**14, not anywhere in 16 bits (RFC 3550's
+        # "random" is for known-plaintext resistance under SRTP, moot here):
+        # Asterisk 22 drops RTP-sourced frames crossing a Local channel when the
+        # stream starts at >= 32768 or wraps (README, measured), so this keeps
+        # Local-channel callers hearing the agent for 49k+ frames (16+ min of speech).
+        self.pacer = RtpPacer(self._payload_type, secrets.randbits(32), SAMPLES_PER_FRAME_8K,
+                              initial_sequence=secrets.randbelow(LOCAL_SAFE_SEQUENCE))
         self.malformed = 0
 
     # inbound (called by the server's datagram handler)
