@@ -274,5 +274,15 @@ def bench_media(
     console.print(media.summary())
 
 
+@bench_app.command("speech")
+def bench_speech() -> None:
+    """Embedded speech models: VAD µs/frame, STT latency and capacity, TTS first audio."""
+    from voice_agent.bench import speech
+
+    _settings()
+    result = asyncio.run(speech.run(progress=lambda m: console.print(f"  {m}")))
+    console.print(f"→ {speech.save(result)}")
+
+
 if __name__ == "__main__":
     app()
