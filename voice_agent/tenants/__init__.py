@@ -23,6 +23,11 @@ class Tenant(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
     display_name: str
     greeting_prompt: str = Field(description="Asterisk sound played on answer.")
+    greeting: str = Field("", description="Spoken greeting text; the engine has a default.")
+    persona: str = Field("", description="Who the agent is, for an LLM system prompt.")
+    rules: list[str] = Field(default_factory=list, description="Rules the agent must keep.")
+    operator_extension: str | None = Field(None, description="Where '0' / 'operator' go.")
+    silence_ms: int = Field(500, ge=100, description="End-of-turn silence for this tenant.")
 
 
 class UnknownTenantError(LookupError):
