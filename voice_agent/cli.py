@@ -82,7 +82,8 @@ def serve(
     = None,
     drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, let live calls run this "
                                                  "long before hanging them up.")] = 10.0,
-    agent: Annotated[str | None, typer.Option(help="greeting | echo (VOICE_AGENT_AGENT).")]
+    agent: Annotated[str | None, typer.Option(
+        help="greeting | echo | conversation (VOICE_AGENT_AGENT).")]
     = None,
     echo_delay_ms: Annotated[int | None, typer.Option(help="Echo agent delay, ms.")] = None,
     transport: Annotated[str | None, typer.Option(

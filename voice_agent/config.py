@@ -63,9 +63,13 @@ class Settings(BaseSettings):
     )
 
     # --- Agent and media -----------------------------------------------------
-    agent: Literal["greeting", "echo"] = Field(
+    agent: Literal["greeting", "echo", "conversation"] = Field(
         "greeting",
-        description="greeting: answer, greet, hold; echo: play the caller's audio back.",
+        description="greeting: answer, greet, hold; echo: play the caller's audio back; "
+        "conversation: the embedded voice agent (VAD, Whisper, dialog engine, Piper).",
+    )
+    data_dir: Path | None = Field(
+        None, description="Where tenant data (SQLite) lives; default ~/.local/share/voice-agent."
     )
     echo_delay_ms: int = Field(0, ge=0, le=10_000, description="Echo agent delay, ms.")
     media_transport: Literal["rtp", "websocket"] = Field(

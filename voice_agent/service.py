@@ -15,7 +15,7 @@ from voice_agent.telephony.ari_audio_bridge import HelperChannels, MediaFactory
 from voice_agent.telephony.ari_session_manager import SessionManager
 from voice_agent.telephony.asterisk_ari import AriClient
 from voice_agent.telephony.call_session import CallAgent
-from voice_agent.telephony.echo import echo_agent
+from voice_agent.telephony.echo import EchoAgent
 from voice_agent.telephony.media_clock import MediaClock
 from voice_agent.telephony.rtp_transport import RtpMediaServer
 from voice_agent.tenants import TenantRegistry
@@ -23,9 +23,20 @@ from voice_agent.tenants import TenantRegistry
 log = logging.getLogger(__name__)
 
 
-def _agent(settings: Settings) -> CallAgent | None:
+async def _agent(settings: Settings, tenants: TenantRegistry) -> CallAgent | None:
     if settings.agent == "echo":
-        return echo_agent(settings.echo_delay_ms / 1000)
+        return EchoAgent(settings.echo_delay_ms / 1000)
+    if settings.agent == "conversation":
+        from voice_agent.speech.stt import WhisperStt
+        from voice_agent.speech.tts import PiperTts
+        from voice_agent.telephony.conversation import ConversationAgent
+        from voice_agent.tenants.data import open_db
+
+        db_path = settings.data_dir / "tenants.sqlite3" if settings.data_dir else None
+        agent = ConversationAgent(tenants, open_db(db_path), WhisperStt(), PiperTts())
+        log.info("loading speech models (once per process)")
+        await agent.warm_up()
+        return agent
     return None
 
 
@@ -40,7 +51,7 @@ async def running_agent(
     end by themselves, then the rest are hung up and every task is awaited.
     """
     tenants = TenantRegistry.load()
-    agent = agent or _agent(settings)
+    agent = agent or await _agent(settings, tenants)
     clock = MediaClock()
     rtp = RtpMediaServer(clock)
     if agent is not None:

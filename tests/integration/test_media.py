@@ -31,7 +31,7 @@ from voice_agent.telephony.ari_session_manager import SessionManager
 from voice_agent.telephony.asterisk_ari import AriClient
 from voice_agent.telephony.audio_bridge import ulaw_encode
 from voice_agent.telephony.call_audio import CallAudio
-from voice_agent.telephony.call_session import CallState
+from voice_agent.telephony.call_session import CallRecord, CallState
 
 MEDIA = [("rtp", "ulaw"), ("rtp", "slin"), ("websocket", "ulaw")]
 
@@ -108,14 +108,17 @@ async def test_flush_stops_agent_audio_at_the_caller(
     """The agent talks for 4 s, flushes after 1 s: the caller hears only what was sent."""
     written, dropped, go = 200, [], asyncio.Event()  # 200 frames = 4 s
 
-    async def talk_then_flush(audio: CallAudio) -> None:
-        await go.wait()  # the test records only the agent's speech, not the greeting
-        audio.write(tone(440, written * 0.02))
-        await asyncio.sleep(1.0)
-        dropped.append(audio.flush())
-        await asyncio.Event().wait()
+    class TalkThenFlush:
+        speaks_greeting = False
 
-    async with start_agent(call_agent=talk_then_flush, media_transport=transport,
+        async def __call__(self, audio: CallAudio, record: CallRecord) -> None:
+            await go.wait()  # the test records only the agent's speech, not the greeting
+            audio.write(tone(440, written * 0.02))
+            await asyncio.sleep(1.0)
+            dropped.append(audio.flush())
+            await asyncio.Event().wait()
+
+    async with start_agent(call_agent=TalkThenFlush(), media_transport=transport,
                            rtp_format=fmt) as manager, SimPhone(*_credentials(settings)) as phone:
         call = await phone.dial("100", audio=True, via="sip")
         await eventually(lambda: any(s.state == CallState.LISTENING

@@ -68,6 +68,23 @@ class CallAudio:
         while (frame := await self._inbound.get()) is not None:
             yield frame
 
+    async def next_frame(self, timeout: float | None = None) -> InboundFrame | None:
+        """The next frame, or ``None`` if none arrived within ``timeout``.
+
+        Asterisk sends nothing while the caller is silent, so a consumer that
+        must notice silence (the endpointer) needs to wake up without a frame.
+        Raises ``EOFError`` once the call's media has closed.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                frame = await self._inbound.get()
+        except TimeoutError:
+            return None
+        if frame is None:
+            self._inbound.put_nowait(None)  # keep the end visible to later reads
+            raise EOFError("call media closed")
+        return frame
+
     def _deliver(self, pcm16k: Pcm16, arrival: float) -> None:
         """Transports call this with decoded 16 kHz audio of any length."""
         if self.closed:

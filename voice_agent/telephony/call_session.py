@@ -17,11 +17,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from voice_agent.telephony.ari_audio_bridge import MediaFactory, bridge_prefix
 from voice_agent.telephony.asterisk_ari import AriClient, AriError, AriNotFoundError
@@ -31,9 +31,17 @@ from voice_agent.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
-#: What talks to the caller once the call is set up: gets the call's audio, runs until
-#: the call ends (cancelled on hang-up). The echo agent and, later, the conversation.
-CallAgent = Callable[[CallAudio], Awaitable[None]]
+class CallAgent(Protocol):
+    """What talks to the caller once the call is set up (echo, conversation).
+
+    Called with the call's audio and record; runs until the call ends (it is
+    cancelled on hang-up). ``speaks_greeting``: the agent greets the caller
+    itself, so the session does not play the tenant's greeting sound first.
+    """
+
+    speaks_greeting: bool
+
+    def __call__(self, audio: CallAudio, record: CallRecord) -> Awaitable[None]: ...
 
 #: Channel variable the session sets so callers, CDRs and the dialplan can see the tenant.
 TENANT_VARIABLE = "VOICE_AGENT_TENANT"
@@ -60,6 +68,9 @@ class CallRecord:
     dtmf: list[tuple[float, str]] = field(default_factory=list)
     prompts: list[tuple[str, str]] = field(default_factory=list)
     bridges: list[str] = field(default_factory=list)
+    #: Conversation turns and barge-ins with their timestamps (monotonic clock).
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    barge_ins: list[dict[str, Any]] = field(default_factory=list)
     ended_at: float | None = None
     end_reason: str = ""
 
@@ -162,10 +173,13 @@ class CallSession:
         try:
             async with asyncio.timeout(self._max_seconds) as cap:
                 self._transition(CallState.GREETING)
-                await self.play(self.tenant.greeting_prompt)
+                if not getattr(self._agent, "speaks_greeting", False):
+                    await self.play(self.tenant.greeting_prompt)
                 self._transition(CallState.LISTENING)
                 if self._agent is not None and self.audio is not None:
-                    await self._agent(self.audio)
+                    await self._agent(self.audio, self.record)
+                    if self.record.end_reason:  # the agent ended the call (goodbye)
+                        return
                 await asyncio.Event().wait()  # hold the line until hang-up or the cap
         except TimeoutError:
             if not cap.expired():

@@ -9,11 +9,10 @@ caller is silent and Asterisk sends nothing.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 
 from voice_agent.telephony.call_audio import CallAudio
-from voice_agent.telephony.call_session import CallAgent
+from voice_agent.telephony.call_session import CallRecord
 
 
 async def echo(audio: CallAudio, delay: float = 0.0) -> None:
@@ -27,5 +26,13 @@ async def echo(audio: CallAudio, delay: float = 0.0) -> None:
             loop.call_later(wait, audio.write, frame.pcm)
 
 
-def echo_agent(delay: float) -> CallAgent:
-    return functools.partial(echo, delay=delay)
+class EchoAgent:
+    """The echo workload as a :class:`CallAgent` (the session plays the greeting)."""
+
+    speaks_greeting = False
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    async def __call__(self, audio: CallAudio, record: CallRecord) -> None:
+        await echo(audio, self.delay)

@@ -1,0 +1,83 @@
+"""A spoken conversation with the embedded agent, heard and transcribed at the caller side."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest import AgentFactory, assert_nothing_left
+from voice_agent.config import Settings
+from voice_agent.sim.phone import PhoneCall, SimPhone
+from voice_agent.sim.signals import rms_envelope, speech
+from voice_agent.speech.stt import WhisperStt
+from voice_agent.telephony.asterisk_ari import AriClient
+
+
+class Ear:
+    """Collects what the caller hears, with arrival times."""
+
+    def __init__(self, call: PhoneCall) -> None:
+        self.frames: list[tuple[float, np.ndarray]] = []
+        self._task = asyncio.create_task(self._run(call))
+
+    async def _run(self, call: PhoneCall) -> None:
+        assert call.audio is not None
+        async for frame in call.audio.frames():
+            self.frames.append((frame.arrival, frame.pcm))
+
+    def since(self, start: float) -> np.ndarray:
+        chunks = [pcm for t, pcm in self.frames if t >= start]
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+
+    async def wait_for_silence_after_speech(self, start: float, silence: float = 0.8,
+                                            timeout: float = 30) -> None:
+        """Until the agent spoke (after ``start``) and then stayed quiet ``silence`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            loud = [t for t, pcm in self.frames
+                    if t >= start and rms_envelope(pcm, 16000, 0.02)[0] > 300]
+            if loud and time.monotonic() - loud[-1] > silence:
+                return
+            await asyncio.sleep(0.1)
+        levels = [int(rms_envelope(pcm, 16000, 0.02)[0]) for _, pcm in self.frames]
+        raise AssertionError(f"the agent never finished speaking: {len(self.frames)} frames, "
+                             f"levels {levels[:40]}")
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperStt:
+    return WhisperStt()
+
+
+async def test_techstore_answers_an_order_status_question(
+    start_agent: AgentFactory, settings: Settings, inspector: AriClient, whisper: WhisperStt,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("tenants")
+    async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
+            SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+        call = await phone.dial("18005551234", audio=True, via="sip")
+        ear = Ear(call)
+        start = time.monotonic()
+        await ear.wait_for_silence_after_speech(start)
+        greeting = (await whisper.transcribe(ear.since(start))).text.lower()
+        assert "techstore" in greeting.replace(" ", "") or "tech store" in greeting, greeting
+
+        asked = time.monotonic()
+        await call.say(speech("Where is my order one two three four five?"))
+        await ear.wait_for_silence_after_speech(asked + 0.5)
+        answer = (await whisper.transcribe(ear.since(asked))).text.lower()
+        assert "shipped" in answer, answer
+        session = next(iter(manager.sessions.values()))
+        turn = session.record.turns[-1]
+        assert "shipped" in turn["reply"]
+        assert turn["speech_end"] <= turn["stt_final"] <= turn["reply_ready"] <= turn["first_audio"]
+        ear.close()
+        await call.hangup()
+        await assert_nothing_left(inspector, manager)
