@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.integration.conftest import AgentFactory, assert_nothing_left
+from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
 from voice_agent.config import Settings
 from voice_agent.sim.phone import PhoneCall, SimPhone
 from voice_agent.sim.signals import rms_envelope, speech
@@ -81,3 +81,58 @@ async def test_techstore_answers_an_order_status_question(
         ear.close()
         await call.hangup()
         await assert_nothing_left(inspector, manager)
+
+
+async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
+    start_agent: AgentFactory, settings: Settings, inspector: AriClient, whisper: WhisperStt,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Barge-in: agent audio stops, and the agent answers the interrupting question.
+
+    (The interruption is a phrase tiny.en reliably gets right through 8 kHz µ-law:
+    it mishears "headphones" and "five" in espeak speech — a speech-model limit,
+    not the barge-in under test.)
+    """
+    data_dir = tmp_path_factory.mktemp("tenants")
+    async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
+            SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+        call = await phone.dial("100", audio=True, via="sip")
+        ear = Ear(call)
+        await ear.wait_for_silence_after_speech(time.monotonic())
+        session = next(iter(manager.sessions.values()))
+
+        await call.say(speech("What is your return policy?"))  # a ~12 s answer
+        await eventually(lambda: len(session.record.turns) == 1
+                         and "first_audio" in session.record.turns[0], timeout=20,
+                         what="the agent started its long answer")
+        await asyncio.sleep(1.5)  # let the caller hear part of it, then talk over it
+        interrupted = time.monotonic()
+        await call.say(speech("Where is my order one two three four five?"))
+        await ear.wait_for_silence_after_speech(interrupted + 0.5)
+
+        assert session.record.barge_ins, "no barge-in was detected"
+        assert session.record.barge_ins[0]["dropped_frames"] > 100  # most of the policy unsaid
+        assert "shipped" in session.record.turns[-1]["reply"].lower(), session.record.turns
+        answer = (await whisper.transcribe(ear.since(interrupted + 1.0))).text.lower()
+        assert "shipped" in answer, answer
+        assert "prepaid label" not in answer  # the end of the old reply was never played
+        ear.close()
+        await call.hangup()
+        await assert_nothing_left(inspector, manager)
+
+
+async def test_hangup_while_the_agent_speaks_leaves_nothing(
+    start_agent: AgentFactory, settings: Settings, inspector: AriClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("tenants")
+    async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
+            SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+        call = await phone.dial("18005555678", audio=True, via="sip")
+        ear = Ear(call)
+        await eventually(lambda: len(ear.frames) > 20, what="greeting playing")
+        await call.hangup()  # mid-greeting
+        ear.close()
+        await assert_nothing_left(inspector, manager)
+        assert "hung up" in manager.completed[-1].end_reason
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("call-")]
