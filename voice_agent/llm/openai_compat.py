@@ -41,10 +41,11 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import httpx
+
+from voice_agent.http_client import PooledHttpClient
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +339,7 @@ def _complete(index: int, call: _PartialCall) -> ToolCall:
 # ---------------------------------------------------------------------------
 
 
-class OpenAiChat:
+class OpenAiChat(PooledHttpClient):
     """Client of an OpenAI-compatible ``POST {base_url}/chat/completions`` endpoint.
 
     One HTTP connection pool shared by every call of the process: use
@@ -378,18 +379,6 @@ class OpenAiChat:
             connect=connect_timeout, read=None, write=connect_timeout, pool=connect_timeout
         )
         self._http = httpx.AsyncClient(timeout=timeout, headers=headers)
-
-    async def __aenter__(self) -> OpenAiChat:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def stream(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] | None = None

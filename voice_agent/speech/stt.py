@@ -44,12 +44,12 @@ import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 import httpx
 import numpy as np
 
+from voice_agent.http_client import PooledHttpClient
 from voice_agent.speech.workers import ModelWorkers, default_workers
 from voice_agent.telephony.audio_bridge import INTERNAL_RATE, Pcm16
 
@@ -345,7 +345,7 @@ def wav_bytes(pcm: Pcm16, rate: int = INTERNAL_RATE) -> bytes:
     return buffer.getvalue()
 
 
-class OpenAiStt:
+class OpenAiStt(PooledHttpClient):
     """Client of an OpenAI-compatible ``POST {base_url}/audio/transcriptions`` endpoint.
 
     ``base_url`` includes the API version, as in the OpenAI SDKs
@@ -376,18 +376,6 @@ class OpenAiStt:
         self._timeout = timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(timeout=timeout, headers=headers)
-
-    async def __aenter__(self) -> OpenAiStt:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def transcribe(self, pcm16k: Pcm16) -> Transcript:
         start = time.perf_counter()

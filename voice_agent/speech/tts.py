@@ -40,12 +40,12 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import httpx
 import numpy as np
 
+from voice_agent.http_client import PooledHttpClient
 from voice_agent.speech.workers import ModelWorkers, default_workers
 from voice_agent.telephony.audio_bridge import INTERNAL_RATE, Pcm16, Resampler
 
@@ -329,7 +329,7 @@ class EspeakTts:
 # ---------------------------------------------------------------------------
 
 
-class OpenAiTts:
+class OpenAiTts(PooledHttpClient):
     """Client of an OpenAI-compatible ``POST {base_url}/audio/speech`` endpoint.
 
     ``response_format="pcm"`` (the default) is raw 16-bit little-endian mono
@@ -366,18 +366,6 @@ class OpenAiTts:
         self._timeout = timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(timeout=timeout, headers=headers)
-
-    async def __aenter__(self) -> OpenAiTts:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def stream(self, text: str) -> AsyncIterator[Pcm16]:
         resampler: Resampler | None = None
