@@ -73,7 +73,7 @@ async def test_techstore_answers_an_order_status_question(
         await call.say(speech("Where is my order one two three four five?"))
         await ear.wait_for_silence_after_speech(asked + 0.5)
         answer = (await whisper.transcribe(ear.since(asked))).text.lower()
-        assert "shipped" in answer, answer
+        assert "ship" in answer, answer  # tiny.en at 8 kHz sometimes hears "shipton"
         session = next(iter(manager.sessions.values()))
         turn = session.record.turns[-1]
         assert "shipped" in turn["reply"]
@@ -114,7 +114,7 @@ async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
         assert session.record.barge_ins[0]["dropped_frames"] > 100  # most of the policy unsaid
         assert "shipped" in session.record.turns[-1]["reply"].lower(), session.record.turns
         answer = (await whisper.transcribe(ear.since(interrupted + 1.0))).text.lower()
-        assert "shipped" in answer, answer
+        assert "ship" in answer, answer  # tiny.en at 8 kHz sometimes hears "shipton"
         assert "prepaid label" not in answer  # the end of the old reply was never played
         ear.close()
         await call.hangup()
@@ -136,3 +136,31 @@ async def test_hangup_while_the_agent_speaks_leaves_nothing(
         await assert_nothing_left(inspector, manager)
         assert "hung up" in manager.completed[-1].end_reason
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("call-")]
+
+
+async def test_dtmf_hash_repeats_and_zero_transfers_to_the_operator(
+    start_agent: AgentFactory, settings: Settings, inspector: AriClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("tenants")
+    async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
+            SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+        call = await phone.dial("18005555678", audio=True, via="sip")
+        ear = Ear(call)
+        await ear.wait_for_silence_after_speech(time.monotonic())
+        session = next(iter(manager.sessions.values()))
+        caller_leg = session.channel_id
+
+        await call.send_dtmf("#")
+        await eventually(lambda: any(t.get("intent") == "repeat" for t in session.record.turns),
+                         what="# repeated the last reply")
+        assert "HealthPlus" in session.record.turns[-1]["reply"]  # the greeting again
+
+        await call.send_dtmf("0")
+        await eventually(lambda: not manager.sessions, timeout=20, what="session handed over")
+        assert manager.completed[-1].end_reason == "transferred to 9200@voice-agent-operators"
+        channel = await inspector.request("GET", f"/channels/{caller_leg}")
+        assert channel["dialplan"]["context"] == "voice-agent-operators"  # alive, with a person
+        ear.close()
+        await call.hangup()
+        await assert_nothing_left(inspector, manager)

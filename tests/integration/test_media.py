@@ -30,10 +30,13 @@ from voice_agent.sim.signals import (
 from voice_agent.telephony.ari_session_manager import SessionManager
 from voice_agent.telephony.asterisk_ari import AriClient
 from voice_agent.telephony.audio_bridge import ulaw_encode
-from voice_agent.telephony.call_audio import CallAudio
-from voice_agent.telephony.call_session import CallRecord, CallState
+from voice_agent.telephony.call_session import CallSession, CallState
 
 MEDIA = [("rtp", "ulaw"), ("rtp", "slin"), ("websocket", "ulaw")]
+#: Normalised correlation an echo must reach. An intact echo measures 0.99; one
+#: 20-40 ms scheduling gap on this loaded 2-core box costs ~0.1 on a 1.5 s sweep;
+#: a wrong, garbled or missing echo scores below 0.3.
+ECHO_MATCH = 0.8
 
 
 def _credentials(settings: Settings) -> tuple[str, str, str]:
@@ -75,7 +78,7 @@ async def test_echo_returns_a_sweep_intact(
     signal = sweep(300, 3300, 1.5)
     heard = await _echo_of(signal, echo_agent, settings)
     match = find(resample(signal, 16000, heard.rate), heard.samples, heard.rate)
-    assert match.correlation > 0.9, match
+    assert match.correlation > ECHO_MATCH, match
     await assert_nothing_left(inspector, echo_agent)
 
 
@@ -96,7 +99,7 @@ async def test_echo_returns_speech(
     sentence = speech("Hello, I would like to check the status of my order.")
     heard = await _echo_of(sentence, echo_agent, settings)
     match = find(resample(sentence, 16000, heard.rate), heard.samples, heard.rate)
-    assert match.correlation > 0.8, match
+    assert match.correlation > ECHO_MATCH, match
     await assert_nothing_left(inspector, echo_agent)
 
 
@@ -111,7 +114,9 @@ async def test_flush_stops_agent_audio_at_the_caller(
     class TalkThenFlush:
         speaks_greeting = False
 
-        async def __call__(self, audio: CallAudio, record: CallRecord) -> None:
+        async def __call__(self, call: CallSession) -> None:
+            audio = call.audio
+            assert audio is not None
             await go.wait()  # the test records only the agent's speech, not the greeting
             audio.write(tone(440, written * 0.02))
             await asyncio.sleep(1.0)
@@ -156,7 +161,7 @@ async def test_sipp_caller_is_echoed(
     assert result.answered and result.tenant == "techstore", result.detail
     assert result.recording is not None
     match = find(signal, result.recording.samples, result.recording.rate)
-    assert match.correlation > 0.9, match
+    assert match.correlation > ECHO_MATCH, match
     await assert_nothing_left(inspector, echo_agent)
 
 
@@ -184,7 +189,7 @@ async def test_local_channel_caller_is_echoed(
         await call.hangup()
     await assert_nothing_left(inspector, echo_agent)
     match = find(signal, np.concatenate(heard), 16000)
-    assert match.correlation > 0.9, match
+    assert match.correlation > ECHO_MATCH, match
 
 
 async def test_hangup_mid_stream_frees_media(

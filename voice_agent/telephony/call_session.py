@@ -34,14 +34,15 @@ log = logging.getLogger(__name__)
 class CallAgent(Protocol):
     """What talks to the caller once the call is set up (echo, conversation).
 
-    Called with the call's audio and record; runs until the call ends (it is
-    cancelled on hang-up). ``speaks_greeting``: the agent greets the caller
-    itself, so the session does not play the tenant's greeting sound first.
+    Called with the session (its ``audio``, ``record``, ``dtmf`` queue and
+    ``transfer_to``); runs until the call ends (it is cancelled on hang-up).
+    ``speaks_greeting``: the agent greets the caller itself, so the session
+    does not play the tenant's greeting sound first.
     """
 
     speaks_greeting: bool
 
-    def __call__(self, audio: CallAudio, record: CallRecord) -> Awaitable[None]: ...
+    def __call__(self, call: CallSession) -> Awaitable[None]: ...
 
 #: Channel variable the session sets so callers, CDRs and the dialplan can see the tenant.
 TENANT_VARIABLE = "VOICE_AGENT_TENANT"
@@ -110,6 +111,10 @@ class CallSession:
         self._agent = agent
         #: The call's audio path once attached (None for a greeting-only agent).
         self.audio: CallAudio | None = None
+        #: Keys the caller pressed, for the agent (also kept in the record).
+        self.dtmf: asyncio.Queue[str] = asyncio.Queue()
+        #: Set by the agent to hand the caller to a person: (context, extension).
+        self.transfer_to: tuple[str, str] | None = None
         self._work: asyncio.Task[None] | None = None
         self._caller_gone = False
         self._transition(CallState.STARTING)
@@ -177,7 +182,10 @@ class CallSession:
                     await self.play(self.tenant.greeting_prompt)
                 self._transition(CallState.LISTENING)
                 if self._agent is not None and self.audio is not None:
-                    await self._agent(self.audio, self.record)
+                    await self._agent(self)
+                    if self.transfer_to is not None:
+                        await self._transfer(*self.transfer_to)
+                        return
                     if self.record.end_reason:  # the agent ended the call (goodbye)
                         return
                 await asyncio.Event().wait()  # hold the line until hang-up or the cap
@@ -192,9 +200,24 @@ class CallSession:
         self.record.prompts.append((prompt, state))
         return state
 
+    async def _transfer(self, context: str, extension: str) -> None:
+        """Send the caller back into the dialplan (an operator queue); the call is theirs now."""
+        # Mark first: the StasisEnd of a channel leaving alive can beat the REST reply,
+        # and it is not a hang-up; nor may cleanup hang the transferred caller up.
+        self._caller_gone = True
+        self.record.end_reason = f"transferred to {extension}@{context}"
+        try:
+            await self._ari.request("POST", f"/channels/{self.channel_id}/continue", params={
+                "context": context, "extension": extension, "priority": 1})
+        except AriError as exc:
+            self._caller_gone = False  # still ours: the session's cleanup hangs up
+            self.record.end_reason = f"transfer to {extension}@{context} failed: {exc}"
+            log.error("call %s: %s", self.id, self.record.end_reason)
+
     def on_dtmf(self, digit: str) -> None:
-        """A key the caller pressed (kept in the record; tenants act on it later)."""
+        """A key the caller pressed: kept in the record and handed to the agent."""
         self.record.dtmf.append((time.time(), digit))
+        self.dtmf.put_nowait(digit)
         log.info("call %s DTMF %r", self.id, digit)
 
     def on_caller_gone(self, reason: str) -> None:

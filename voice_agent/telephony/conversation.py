@@ -39,7 +39,7 @@ from voice_agent.speech.vad import (
 )
 from voice_agent.telephony.audio_bridge import INTERNAL_RATE
 from voice_agent.telephony.call_audio import FRAME_SAMPLES, CallAudio
-from voice_agent.telephony.call_session import CallRecord
+from voice_agent.telephony.call_session import CallSession
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import TenantDB
 
@@ -80,21 +80,22 @@ class ConversationAgent:
                 await load()
         SileroVad()  # builds the shared ONNX session
 
-    async def __call__(self, audio: CallAudio, record: CallRecord) -> None:
-        call = _Call(self, audio, record)
-        await call.run()
+    async def __call__(self, call: CallSession) -> None:
+        assert call.audio is not None
+        await _Call(self, call, call.audio).run()
 
 
 class _Call:
     """One call's conversation state (the agent object is shared by all calls)."""
 
-    def __init__(self, agent: ConversationAgent, audio: CallAudio, record: CallRecord) -> None:
+    def __init__(self, agent: ConversationAgent, call: CallSession, audio: CallAudio) -> None:
         self.agent = agent
+        self.call = call
         self.audio = audio
-        self.record = record
-        tenant = agent._tenants.resolve([record.tenant])
-        self.engine = DialogEngine(tenant, agent._db)
-        self.state = DialogState(caller_id=record.caller or "anonymous")
+        self.record = call.record
+        self.tenant = agent._tenants.resolve([self.record.tenant])
+        self.engine = DialogEngine(self.tenant, agent._db)
+        self.state = DialogState(caller_id=self.record.caller or "anonymous")
         self.vad: VoiceActivityDetector = SileroVad()
         self.endpointer = Endpointer(agent._endpointer)
         self.turn: asyncio.Task[None] | None = None
@@ -104,14 +105,25 @@ class _Call:
         greeting = self.engine.greet(self.state)
         self.turn = asyncio.create_task(self._say(greeting.text, cached=True, turn={}))
         reader = asyncio.create_task(self._listen())
+        keys = asyncio.create_task(self._keys())
+        finished = asyncio.create_task(self.finished.wait())
         try:
-            await asyncio.wait({reader, asyncio.create_task(self.finished.wait())},
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reader, finished}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, self.turn):
-                if task is not None:
-                    task.cancel()
-            await asyncio.gather(*(t for t in (reader, self.turn) if t), return_exceptions=True)
+            tasks = [t for t in (reader, keys, finished, self.turn) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _keys(self) -> None:
+        """DTMF is a turn too: '#' repeats, '0' asks for a person, digits fill slots."""
+        while True:
+            digit = await self.call.dtmf.get()
+            if self._speaking():
+                self._barge_in(time.monotonic())
+            if self.turn is not None and not self.turn.done():
+                self.turn.cancel()
+            self.turn = asyncio.create_task(self._respond(digit, {"dtmf": digit}))
 
     async def _listen(self) -> None:
         last = time.monotonic()
@@ -157,18 +169,25 @@ class _Call:
 
     async def _answer(self, utterance: SpeechEnd, speech_end: float) -> None:
         turn: dict[str, Any] = {"speech_end": speech_end}
-        self.record.turns.append(turn)
         transcript = await self.agent._stt.transcribe(utterance.audio)
         turn["stt_final"] = time.monotonic()
         turn["heard"] = transcript.text
-        if not transcript.text.strip():
-            return
-        reply = await asyncio.to_thread(self.engine.reply, self.state, transcript.text)
+        if transcript.text.strip():
+            await self._respond(transcript.text, turn)
+
+    async def _respond(self, said: str, turn: dict[str, Any]) -> None:
+        self.record.turns.append(turn)
+        reply = await asyncio.to_thread(self.engine.reply, self.state, said)
         turn["reply_ready"] = time.monotonic()
         turn["reply"] = reply.text
+        turn["intent"] = reply.intent
         await self._say(reply.text, cached=False, turn=turn)
-        if reply.done or reply.transfer:
-            self.record.end_reason = "agent ended the call" if reply.done else "transfer requested"
+        if reply.transfer and self.tenant.operator_extension:
+            self.call.transfer_to = (self.tenant.operator_context,
+                                     self.tenant.operator_extension)
+            self.finished.set()
+        elif reply.done:
+            self.record.end_reason = "agent ended the call"
             self.finished.set()
 
     async def _say(self, text: str, *, cached: bool, turn: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import time
 
 from voice_agent.telephony.call_audio import CallAudio
-from voice_agent.telephony.call_session import CallRecord
+from voice_agent.telephony.call_session import CallSession
 
 
 async def echo(audio: CallAudio, delay: float = 0.0) -> None:
@@ -34,5 +34,6 @@ class EchoAgent:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
 
-    async def __call__(self, audio: CallAudio, record: CallRecord) -> None:
-        await echo(audio, self.delay)
+    async def __call__(self, call: CallSession) -> None:
+        assert call.audio is not None
+        await echo(call.audio, self.delay)

@@ -400,7 +400,7 @@ class RtpPacer:
         initial_sequence: int | None = None,
         initial_timestamp: int | None = None,
         max_late_frames: int = 3,
-        talkspurt_hangover: int = 2,
+        talkspurt_hangover: int = 5,
     ) -> None:
         if samples_per_frame <= 0 or frame_seconds <= 0 or max_late_frames < 0:
             raise ValueError("need samples_per_frame > 0, frame_seconds > 0, max_late_frames >= 0")

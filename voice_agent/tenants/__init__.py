@@ -27,6 +27,9 @@ class Tenant(BaseModel):
     persona: str = Field("", description="Who the agent is, for an LLM system prompt.")
     rules: list[str] = Field(default_factory=list, description="Rules the agent must keep.")
     operator_extension: str | None = Field(None, description="Where '0' / 'operator' go.")
+    operator_context: str = Field(
+        "voice-agent-operators", description="Dialplan context of operator_extension."
+    )
     silence_ms: int = Field(500, ge=100, description="End-of-turn silence for this tenant.")
 
 
