@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from voice_agent.config import Settings
 from voice_agent.sim.phone import PhoneCall, SimPhone
 from voice_agent.sim.signals import rms_envelope, speech
 from voice_agent.speech.stt import WhisperStt
+from voice_agent.telephony.ari_session_manager import SessionManager
 from voice_agent.telephony.asterisk_ari import AriClient
 
 
@@ -55,15 +58,36 @@ def whisper() -> WhisperStt:
     return WhisperStt()
 
 
+Conversation = tuple[SessionManager, PhoneCall, Ear]
+
+
+@pytest.fixture
+def talk_to(start_agent: AgentFactory, settings: Settings,
+            tmp_path_factory: pytest.TempPathFactory
+            ) -> Callable[[str], contextlib.AbstractAsyncContextManager[Conversation]]:
+    """``async with talk_to(number) as (manager, call, ear)``: a SIP call to the
+    conversation agent (fresh tenant data), with an ear on what the caller hears."""
+
+    @contextlib.asynccontextmanager
+    async def connect(number: str) -> AsyncIterator[Conversation]:
+        data_dir = tmp_path_factory.mktemp("tenants")
+        async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
+                SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+            call = await phone.dial(number, audio=True, via="sip")
+            ear = Ear(call)
+            try:
+                yield manager, call, ear
+            finally:
+                ear.close()
+
+    return connect
+
+
 async def test_techstore_answers_an_order_status_question(
-    start_agent: AgentFactory, settings: Settings, inspector: AriClient, whisper: WhisperStt,
-    tmp_path_factory: pytest.TempPathFactory,
+    talk_to: Callable[[str], contextlib.AbstractAsyncContextManager[Conversation]],
+    inspector: AriClient, whisper: WhisperStt,
 ) -> None:
-    data_dir = tmp_path_factory.mktemp("tenants")
-    async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
-            SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
-        call = await phone.dial("18005551234", audio=True, via="sip")
-        ear = Ear(call)
+    async with talk_to("18005551234") as (manager, call, ear):
         start = time.monotonic()
         await ear.wait_for_silence_after_speech(start)
         greeting = (await whisper.transcribe(ear.since(start))).text.lower()
@@ -78,14 +102,13 @@ async def test_techstore_answers_an_order_status_question(
         turn = session.record.turns[-1]
         assert "shipped" in turn["reply"]
         assert turn["speech_end"] <= turn["stt_final"] <= turn["reply_ready"] <= turn["first_audio"]
-        ear.close()
         await call.hangup()
         await assert_nothing_left(inspector, manager)
 
 
 async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
-    start_agent: AgentFactory, settings: Settings, inspector: AriClient, whisper: WhisperStt,
-    tmp_path_factory: pytest.TempPathFactory,
+    talk_to: Callable[[str], contextlib.AbstractAsyncContextManager[Conversation]],
+    inspector: AriClient, whisper: WhisperStt,
 ) -> None:
     """Barge-in: agent audio stops, and the agent answers the interrupting question.
 
@@ -93,11 +116,7 @@ async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
     it mishears "headphones" and "five" in espeak speech — a speech-model limit,
     not the barge-in under test.)
     """
-    data_dir = tmp_path_factory.mktemp("tenants")
-    async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
-            SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
-        call = await phone.dial("100", audio=True, via="sip")
-        ear = Ear(call)
+    async with talk_to("100") as (manager, call, ear):
         await ear.wait_for_silence_after_speech(time.monotonic())
         session = next(iter(manager.sessions.values()))
 
@@ -116,37 +135,27 @@ async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
         answer = (await whisper.transcribe(ear.since(interrupted + 1.0))).text.lower()
         assert "ship" in answer, answer  # tiny.en at 8 kHz sometimes hears "shipton"
         assert "prepaid label" not in answer  # the end of the old reply was never played
-        ear.close()
         await call.hangup()
         await assert_nothing_left(inspector, manager)
 
 
 async def test_hangup_while_the_agent_speaks_leaves_nothing(
-    start_agent: AgentFactory, settings: Settings, inspector: AriClient,
-    tmp_path_factory: pytest.TempPathFactory,
+    talk_to: Callable[[str], contextlib.AbstractAsyncContextManager[Conversation]],
+    inspector: AriClient,
 ) -> None:
-    data_dir = tmp_path_factory.mktemp("tenants")
-    async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
-            SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
-        call = await phone.dial("18005555678", audio=True, via="sip")
-        ear = Ear(call)
+    async with talk_to("18005555678") as (manager, call, ear):
         await eventually(lambda: len(ear.frames) > 20, what="greeting playing")
         await call.hangup()  # mid-greeting
-        ear.close()
         await assert_nothing_left(inspector, manager)
         assert "hung up" in manager.completed[-1].end_reason
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("call-")]
 
 
 async def test_dtmf_hash_repeats_and_zero_transfers_to_the_operator(
-    start_agent: AgentFactory, settings: Settings, inspector: AriClient,
-    tmp_path_factory: pytest.TempPathFactory,
+    talk_to: Callable[[str], contextlib.AbstractAsyncContextManager[Conversation]],
+    inspector: AriClient,
 ) -> None:
-    data_dir = tmp_path_factory.mktemp("tenants")
-    async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
-            SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
-        call = await phone.dial("18005555678", audio=True, via="sip")
-        ear = Ear(call)
+    async with talk_to("18005555678") as (manager, call, ear):
         await ear.wait_for_silence_after_speech(time.monotonic())
         session = next(iter(manager.sessions.values()))
         caller_leg = session.channel_id
@@ -161,6 +170,5 @@ async def test_dtmf_hash_repeats_and_zero_transfers_to_the_operator(
         assert manager.completed[-1].end_reason == "transferred to 9200@voice-agent-operators"
         channel = await inspector.request("GET", f"/channels/{caller_leg}")
         assert channel["dialplan"]["context"] == "voice-agent-operators"  # alive, with a person
-        ear.close()
         await call.hangup()
         await assert_nothing_left(inspector, manager)
