@@ -80,9 +80,7 @@ class PhoneCall:
         assert self.audio is not None, "dial(..., audio=True) to talk"
         self.audio.write(pcm, rate)
         self.audio.finish()
-        # The pacer drains at exactly one frame per 20 ms: sleep for what is queued.
-        while (queued := self.audio.queued_frames) and not self.ended.is_set():  # noqa: ASYNC110
-            await asyncio.sleep(queued * 0.02)
+        await self.audio.wait_played()
         return time.monotonic()
 
     async def record_heard(self) -> None:

@@ -28,6 +28,7 @@ from voice_agent.telephony.audio_bridge import INTERNAL_RATE, Pcm16, Resampler
 log = logging.getLogger(__name__)
 
 FRAME_SAMPLES = INTERNAL_RATE // 50  # 20 ms at 16 kHz
+FRAME_SECONDS = 0.02
 SUPPORTED_RATES = (8000, 16000, 22050, 24000)
 
 
@@ -141,6 +142,15 @@ class CallAudio:
         self.stats.flushes += 1
         self.stats.flushed_frames += dropped
         return dropped
+
+    async def wait_played(self) -> None:
+        """Until everything written has gone out (or the media closed).
+
+        Transports expose no drain event, but they drain at exactly one frame
+        per 20 ms, so sleeping for what is queued keeps wake-ups few.
+        """
+        while (queued := self.queued_frames) and not self.closed:  # noqa: ASYNC110
+            await asyncio.sleep(queued * FRAME_SECONDS)
 
     def _resampler(self, rate: int) -> Resampler:
         if rate not in SUPPORTED_RATES:

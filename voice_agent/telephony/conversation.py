@@ -38,14 +38,13 @@ from voice_agent.speech.vad import (
     VoiceActivityDetector,
 )
 from voice_agent.telephony.audio_bridge import INTERNAL_RATE
-from voice_agent.telephony.call_audio import FRAME_SAMPLES, CallAudio
+from voice_agent.telephony.call_audio import FRAME_SAMPLES, FRAME_SECONDS, CallAudio
 from voice_agent.telephony.call_session import CallSession
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import TenantDB
 
 log = logging.getLogger(__name__)
 
-FRAME_SECONDS = 0.02
 IDLE_TICK = 0.1  # how long without a frame before the silence is accounted for
 SILENT_FRAME = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
@@ -199,6 +198,4 @@ class _Call:
                 turn.setdefault("first_audio", time.monotonic())
                 self.audio.write(chunk, INTERNAL_RATE)
         self.audio.finish()
-        # Still "speaking" until the queued audio has been played out.
-        while self.audio.queued_frames:  # noqa: ASYNC110 — transports expose no drain event
-            await asyncio.sleep(0.02)
+        await self.audio.wait_played()  # still "speaking" until the caller heard it all

@@ -111,8 +111,8 @@ class RtpCallAudio(CallAudio):
         for packet in self.pacer.poll(now):
             self._server.sendto(packet, self.remote)
         deadline = self.jitter.wait_deadline
-        if deadline is not None and time.monotonic() >= deadline:
-            self._release(self.jitter.pop_ready(time.monotonic()))
+        if deadline is not None and (wall := time.monotonic()) >= deadline:
+            self._release(self.jitter.pop_ready(wall))
 
     async def aclose(self) -> None:
         if not self.closed:

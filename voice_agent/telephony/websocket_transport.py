@@ -25,11 +25,10 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from voice_agent.telephony.audio_bridge import Pcm16, pcm16_from_le, pcm16_to_le
-from voice_agent.telephony.call_audio import CallAudio
+from voice_agent.telephony.call_audio import FRAME_SECONDS, CallAudio
 
 log = logging.getLogger(__name__)
 
-FRAME_SECONDS = 0.02
 
 
 def parse_control(message: str) -> tuple[str, dict[str, str]]:
