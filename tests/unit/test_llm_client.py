@@ -313,6 +313,7 @@ async def test_streams_text_and_sends_an_openai_request(server: ScriptedLlmServe
             {"role": "user", "content": "Where is my order?"},
         ],
         "stream": True,
+        "stream_options": {"include_usage": True},
         "tools": [{"type": "function", "function": {
             "name": "lookup_order",
             "description": "Find an order by its number.",
@@ -329,7 +330,16 @@ async def test_sends_no_tools_or_authorization_unless_given(server: ScriptedLlmS
         await collect(llm)
     [request] = server.requests
     assert "authorization" not in request.headers
-    assert set(request.body) == {"model", "messages", "stream"}
+    assert set(request.body) == {"model", "messages", "stream", "stream_options"}
+
+
+async def test_extra_body_carries_server_specific_options(server: ScriptedLlmServer) -> None:
+    server.replies = [Reply(events=REPLY_EVENTS)]
+    async with client(server.base_url, extra_body={"grammar": "root ::= \"hi\""}) as llm:
+        await collect(llm)
+    [request] = server.requests
+    assert request.body["grammar"] == 'root ::= "hi"'
+    assert request.body["stream"] is True
 
 
 async def test_tool_call_split_across_chunks_is_yielded_complete(

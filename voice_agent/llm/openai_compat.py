@@ -347,7 +347,9 @@ class OpenAiChat(PooledHttpClient):
     ``max_retries`` extra attempts (after ``retry_backoff`` seconds, doubling)
     are made only for failures before the first item; see the module doc.
     ``temperature`` and ``max_tokens`` are sent only when set, so the server's
-    defaults apply otherwise.
+    defaults apply otherwise. ``extra_body`` is merged into every request for
+    server-specific options (llama.cpp ``grammar``, vLLM ``guided_json``,
+    Ollama ``options``), as the OpenAI SDK's parameter of the same name.
     """
 
     def __init__(
@@ -363,6 +365,7 @@ class OpenAiChat(PooledHttpClient):
         retry_backoff: float = 0.2,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        extra_body: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -373,6 +376,7 @@ class OpenAiChat(PooledHttpClient):
         self.retry_backoff = retry_backoff
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.extra_body = dict(extra_body or {})
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Reads are bounded by our own first-token and idle deadlines, not httpx's.
         timeout = httpx.Timeout(
@@ -406,6 +410,8 @@ class OpenAiChat(PooledHttpClient):
             "model": self.model,
             "messages": [message.to_openai() for message in messages],
             "stream": True,
+            # Token counts in streams are opt-in (OpenAI, vLLM, llama.cpp, Ollama).
+            "stream_options": {"include_usage": True},
         }
         if tools:
             body["tools"] = [tool.to_openai() for tool in tools]
@@ -413,7 +419,7 @@ class OpenAiChat(PooledHttpClient):
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
-        return body
+        return body | self.extra_body
 
     async def _attempt(self, body: dict[str, Any], started: float) -> AsyncIterator[StreamItem]:
         """One request; httpx errors and deadlines become LlmErrors."""

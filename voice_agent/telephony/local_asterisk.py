@@ -126,7 +126,7 @@ class LocalAsterisk:
         cmd = [
             "mmdebstrap", "--variant=apt", "--quiet",
             "--aptopt=Acquire::Check-Valid-Until \"false\"",
-            "--include=asterisk,asterisk-core-sounds-en-wav",
+            "--include=asterisk,asterisk-core-sounds-en-wav,llama.cpp-tools",
             "sid", str(staging), self.mirror,
         ]
         result = subprocess.run(cmd, capture_output=True, text=True)
