@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
+import statistics
 import sys
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +24,7 @@ from voice_agent.bench import agent_stats
 from voice_agent.config import Settings
 from voice_agent.service import running_agent
 from voice_agent.sim.caller import CallResult, place_local_call, place_sip_call
+from voice_agent.sim.conversation import AgentSilent, Exchange, Step, talk
 from voice_agent.telephony.asterisk_ari import AriError
 from voice_agent.telephony.local_asterisk import LocalAsterisk, LocalAsteriskError
 
@@ -118,6 +122,47 @@ def serve(
         raise _fail(str(exc), 2) from exc
 
 
+@app.command()
+def agi(
+    host: Annotated[str | None, typer.Option(
+        help="Listen address (VOICE_AGENT_AGI_HOST, default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(
+        help="Listen port (VOICE_AGENT_AGI_PORT, default 4573).")] = None,
+    drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, let live calls run this "
+                                                 "long before hanging them up.")] = 10.0,
+) -> None:
+    """Run the FastAGI fallback: record, transcribe, answer, play, in turns.
+
+    The same tenants, speech models and dialog engine as `serve --agent
+    conversation`, without streaming or barge-in. Asterisk reaches it with
+    AGI(agi://HOST:PORT/<tenant>); the shipped voice-agent-ari context falls
+    back to it when the Stasis app is not connected, and the voice-agent-agi
+    context uses it directly. Recordings and replies go to VOICE_AGENT_AGI_AUDIO_DIR (as
+    Asterisk sees it; the agent finds it under VOICE_AGENT_ASTERISK_ROOT unless
+    VOICE_AGENT_AGI_AUDIO_HOST_DIR says otherwise). Stops on SIGINT/SIGTERM.
+    """
+    from voice_agent.telephony.agi_protocol import AgiError
+    from voice_agent.telephony.asterisk_agi import running_agi_server
+
+    settings = _settings(agi_host=host, agi_port=port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with running_agi_server(settings, drain_seconds=drain_seconds) as server:
+            logging.info("ready: FastAGI on %s:%d (Ctrl-C to stop)", settings.agi_host,
+                         server.port)
+            await stop.wait()
+            logging.info("stopping: %d live AGI call(s)", len(server.sessions))
+
+    try:
+        uvloop.run(main())
+    except AgiError as exc:
+        raise _fail(str(exc), 2) from exc
+
+
 @asterisk_app.command("up")
 def asterisk_up() -> None:
     """Provision (once), configure and start Asterisk; wait until ARI answers."""
@@ -193,51 +238,122 @@ async def _call(settings: Settings, number: str, via: Via, context: str, hold: f
                                   number, context=context, hold_seconds=hold, dtmf=dtmf)
 
 
+#: What the demo says to each tenant: a task per tenant, completed by voice.
+DEMO_SCRIPTS: dict[str, list[Step]] = {
+    "18005551234": [Step("Where is my order one two three four five?")],
+    "18005555678": [Step("I would like to book an appointment next Monday at three PM "
+                         "at the downtown clinic."), Step("Yes please.")],
+    "18005559999": [Step("I would like to register for a course."), Step(dtmf="1"),
+                    Step("Yes.")],
+}
+
+
+def _steps(say: list[str], barge_in_after: float | None, dtmf: str) -> list[Step]:
+    """``--say`` utterances in order; with ``--barge-in-after`` every one after the first
+    interrupts the agent's previous reply; ``--dtmf`` keys come last."""
+    steps = [Step(text, barge_in_after=barge_in_after if i else None)
+             for i, text in enumerate(say)]
+    return steps + ([Step(dtmf=dtmf)] if dtmf else [])
+
+
+def _print_dialogue(number: str, exchanges: list[Exchange]) -> None:
+    table = Table(title=f"call to {number}", show_lines=True)
+    for column in ("#", "caller said", "agent said (as the caller heard it)", "voice-to-voice",
+                   "barge-in stop"):
+        table.add_column(column, overflow="fold")
+    for i, ex in enumerate(exchanges):
+        table.add_row(str(i), ex.said or "[dim](call answered)[/dim]", ex.heard or "-",
+                      f"{ex.latency_s:.2f} s" if ex.latency_s is not None else "-",
+                      f"{ex.barge_in_stop_s * 1000:.0f} ms"
+                      if ex.barge_in_stop_s is not None else "-")
+    console.print(table)
+
+
+async def _talk(settings: Settings, number: str, steps: list[Step], via: Via) -> list[Exchange]:
+    from voice_agent.speech.stt import WhisperStt
+
+    return await talk(settings.ari_url, settings.ari_user, settings.ari_secret(), number, steps,
+                      WhisperStt(), via=via.value)
+
+
 @app.command()
 def call(
     number: Annotated[str, typer.Argument(help="Number to dial, e.g. 18005551234.")],
-    via: Annotated[Via, typer.Option(help="local: ARI Local channel; sip: real SIP via sipp.")]
-    = Via.local,
+    say: Annotated[list[str] | None, typer.Option(
+        help="Speak this to the agent (espeak-ng), after it finished talking; repeatable. "
+             "Turns the call into a measured conversation (needs a running agent).")] = None,
+    barge_in_after: Annotated[float | None, typer.Option(
+        help="Speak each --say after the first this many seconds after the agent "
+             "started its previous reply, interrupting it.")] = None,
+    via: Annotated[Via | None, typer.Option(
+        help="local: ARI Local channel; sip: real SIP via sipp (default: sip with --say, "
+             "else local).")] = None,
     context: Annotated[str, typer.Option(help="Dialplan context (local calls).")]
     = "voice-agent-ari",
-    hold: Annotated[float, typer.Option(help="Seconds to stay on the line.")] = 3.0,
-    dtmf: Annotated[str, typer.Option(help="Digits to press after answer.")] = "",
+    hold: Annotated[float, typer.Option(help="Seconds to stay on the line (without --say).")]
+    = 3.0,
+    dtmf: Annotated[str, typer.Option(help="Digits to press (after the --say steps).")] = "",
 ) -> None:
-    """Place one test call into the dialplan and print what happened."""
+    """Place a test call. With --say: talk to the agent and print the dialogue, as heard
+    at the phone, with per-turn voice-to-voice latency and barge-in stop delay."""
     settings = _settings()
     try:
-        result = asyncio.run(_call(settings, number, via, context, hold, dtmf))
+        if say:
+            exchanges = asyncio.run(_talk(settings, number, _steps(say, barge_in_after, dtmf),
+                                          via or Via.sip))
+            _print_dialogue(number, exchanges)
+            return
+        result = asyncio.run(_call(settings, number, via or Via.local, context, hold, dtmf))
     except AriError as exc:
         raise _fail(str(exc), 2) from exc
+    except AgentSilent as exc:
+        raise _fail(str(exc), 1) from exc
     if not _print_calls([result]):
         raise typer.Exit(1)
 
 
 @app.command()
 def demo(
-    hold: Annotated[float, typer.Option(help="Seconds each demo call stays up.")] = 3.0,
+    hold: Annotated[float, typer.Option(help="Seconds each routing check call stays up.")]
+    = 1.0,
 ) -> None:
-    """Start the local Asterisk and the agent, call every tenant number, print the result."""
+    """Start the local Asterisk and the conversation agent, check every number reaches its
+    tenant, then hold a short spoken conversation with each tenant and print it."""
     settings = _settings()
     try:
         _local_asterisk(settings).up()
     except LocalAsteriskError as exc:
         raise _fail(str(exc)) from exc
 
-    async def main() -> list[CallResult]:
-        async with running_agent(settings) as manager:
-            await manager.wait_connected(10)
-            calls = [_call(settings, n, Via.local, "voice-agent-ari", hold, "")
-                     for n in DEMO_NUMBERS]
-            return list(await asyncio.gather(*calls))
+    async def main() -> tuple[list[CallResult], dict[str, list[Exchange]]]:
+        with tempfile.TemporaryDirectory(prefix="voice-agent-demo-") as data:
+            demo_settings = settings.model_copy(update={"agent": "conversation",
+                                                        "data_dir": Path(data)})
+            console.print("[cyan]demo:[/cyan] loading the speech models (once) …")
+            async with running_agent(demo_settings) as manager:
+                await manager.wait_connected(30)
+                routing = [await _call(settings, n, Via.local, "voice-agent-ari", hold, "")
+                           for n in DEMO_NUMBERS]
+                dialogues = {}
+                for number, steps in DEMO_SCRIPTS.items():
+                    console.print(f"[cyan]demo:[/cyan] calling {number} "
+                                  f"({DEMO_NUMBERS[number]}) …")
+                    dialogues[number] = await _talk(settings, number, steps, Via.sip)
+                return routing, dialogues
 
     try:
-        results = asyncio.run(main())
-    except AriError as exc:
+        routing, dialogues = asyncio.run(main())
+    except (AriError, AgentSilent) as exc:
         raise _fail(str(exc), 2) from exc
-    if not _print_calls(results, DEMO_NUMBERS):
+    if not _print_calls(routing, DEMO_NUMBERS):
         raise _fail("a demo call did not reach its tenant")
-    console.print("[green]demo ok[/green]: every number answered by its tenant")
+    for number, exchanges in dialogues.items():
+        _print_dialogue(f"{number} ({DEMO_NUMBERS[number]})", exchanges)
+    latencies = [ex.latency_s for ex in itertools.chain(*dialogues.values())
+                 if ex.latency_s is not None]
+    console.print(f"[green]demo ok[/green]: every number answered by its tenant; "
+                  f"{len(latencies)} spoken turns, voice-to-voice median "
+                  f"{statistics.median(latencies):.2f} s (measured at the caller)")
 
 
 bench_app = typer.Typer(help="Benchmarks on real calls; results in bench/results/.",

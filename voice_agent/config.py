@@ -64,9 +64,9 @@ class Settings(BaseSettings):
 
     # --- Agent and media -----------------------------------------------------
     agent: Literal["greeting", "echo", "conversation"] = Field(
-        "greeting",
-        description="greeting: answer, greet, hold; echo: play the caller's audio back; "
-        "conversation: the embedded voice agent (VAD, Whisper, dialog engine, Piper).",
+        "conversation",
+        description="conversation: the embedded voice agent (VAD, Whisper, dialog engine, "
+        "Piper); echo: play the caller's audio back; greeting: answer, greet, hold.",
     )
     data_dir: Path | None = Field(
         None, description="Where tenant data (SQLite) lives; default ~/.local/share/voice-agent."
@@ -96,6 +96,25 @@ class Settings(BaseSettings):
     )
     sip_port: int = Field(5060, ge=1, le=65535, description="Dev Asterisk SIP/UDP port.")
 
+    # --- AGI fallback (voice-agent agi) ------------------------------------
+    agi_host: str = Field("127.0.0.1", description="FastAGI listen address.")
+    agi_port: int = Field(4573, ge=1, le=65535, description="FastAGI port (Asterisk's default).")
+    agi_audio_dir: str = Field(
+        "/var/spool/asterisk/voice-agent-agi",
+        description="Directory for per-turn recordings and replies, as Asterisk sees it.",
+    )
+    agi_audio_host_dir: Path | None = Field(
+        None,
+        description="The same directory as the agent sees it; default asterisk_root + "
+        "agi_audio_dir. Set it (usually to agi_audio_dir) when Asterisk is not in a chroot.",
+    )
+    agi_silence_seconds: int = Field(
+        2, ge=1, le=10, description="Silence that ends a caller turn (RECORD FILE s=, whole s)."
+    )
+    agi_max_record_seconds: float = Field(
+        20.0, gt=0, le=300, description="Longest caller turn one RECORD FILE takes."
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("ari_url")
@@ -106,11 +125,29 @@ class Settings(BaseSettings):
             raise ValueError(f"ari_url must look like http://host:port, got {value!r}")
         return value.rstrip("/")
 
+    @field_validator("agi_audio_dir")
+    @classmethod
+    def _check_agi_audio_dir(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"agi_audio_dir must be an absolute path, got {value!r}")
+        return value.rstrip("/") or "/"
+
     @model_validator(mode="after")
     def _check_reconnect(self) -> Settings:
         if self.reconnect_max < self.reconnect_initial:
             raise ValueError("reconnect_max must be >= reconnect_initial")
         return self
+
+    def agi_audio_host_path(self) -> Path:
+        """Where the agent finds ``agi_audio_dir``: inside the chroot unless overridden.
+
+        Asterisk and the agent must see the same files under two names: Asterisk
+        records to and plays from ``agi_audio_dir``, which for the chrooted dev
+        Asterisk is ``asterisk_root`` + that path on the host.
+        """
+        if self.agi_audio_host_dir is not None:
+            return self.agi_audio_host_dir
+        return self.asterisk_root / self.agi_audio_dir.lstrip("/")
 
     def ari_secret(self) -> str:
         """The ARI password, read from ``ari_password_file`` when that is set."""

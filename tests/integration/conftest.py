@@ -31,7 +31,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings(_env_file=None, reconnect_initial=0.2, reconnect_max=2.0)
+    # The call-control tests need no speech models: they run the greeting agent unless a
+    # test asks for another (start_agent(agent=...)).
+    return Settings(_env_file=None, reconnect_initial=0.2, reconnect_max=2.0, agent="greeting")
 
 
 @pytest.fixture(scope="session")

@@ -394,6 +394,21 @@ def test_enrol_with_correction(call, db: TenantDB) -> None:
     assert "already enrolled" in c.say("yes").text
 
 
+def test_enrol_by_position_in_the_list(call, db: TenantDB) -> None:
+    c = call("edulearn")
+    assert "Which course: Python Basics, Data Science 101, or Web Development" in \
+        c.say("I want to enrol").text
+    assert c.say("the second one").text.startswith("Data Science 101 runs")
+    assert c.say("yes").text.startswith("You're enrolled in Data Science 101")
+    c = call("edulearn")
+    c.say("sign me up")
+    assert "Web Development is full" in c.say("the last one").text
+    assert "5th" not in c.say("the fifth one").text  # out of range: re-asked, not crashed
+    c = call("edulearn")
+    c.say("I would like to register for a course")
+    assert c.say("1").text.startswith("Python Basics runs")  # key 1 on the phone
+
+
 def test_enrol_full_course(call, db: TenantDB) -> None:
     c = call("edulearn")
     full = c.say("sign me up for web development")

@@ -310,6 +310,8 @@ class DialogReply:
 class Turn:
     speaker: Literal["caller", "agent"]
     text: str
+    interrupted: bool = False
+    """The caller cut the agent off: ``text`` is only the part that was played."""
 
 
 @dataclass
@@ -331,6 +333,16 @@ class DialogState:
     def ask(self, awaiting: str, question: str) -> str:
         self.awaiting, self.question = awaiting, question
         return question
+
+    def cut_last_reply(self, played: str) -> None:
+        """The caller cut off the last reply: history keeps only what was ``played``.
+
+        ``last_reply`` keeps the whole reply, so "repeat" (``#``) says all of it.
+        """
+        for index in range(len(self.history) - 1, -1, -1):
+            if self.history[index].speaker == "agent":
+                self.history[index] = Turn("agent", played, interrupted=True)
+                return
 
     def finish(self) -> None:
         """The pending task is done or abandoned: forget its slots."""
@@ -661,6 +673,8 @@ class _EduLearn(_Skill):
     def resume(self, ctx: _Context) -> str | None:
         state = ctx.state
         course = self._course(ctx.norm)
+        if course is None and state.awaiting == "course":
+            course = self._picked(ctx.norm)
         if course is not None and course != state.slots.get("course"):
             return self._with_course(course, ctx)
         if state.awaiting != "confirm":
@@ -686,6 +700,19 @@ class _EduLearn(_Skill):
             return t.find_course(self.db, norm)
         except t.NotFoundError:
             return None
+
+    def _picked(self, norm: str) -> t.Course | None:
+        """"The first one", "the last", or key 1: a pick from the list :meth:`_which` read out.
+
+        Course names are where speech recognition fails most; a position (or a key
+        press, which arrives here as the digit) is more robust."""
+        courses = t.courses(self.db)
+        if re.search(r"\blast\b", norm):
+            return courses[-1]
+        match = re.fullmatch(r"(\d)", norm) or re.search(r"\b(\d+)(?:st|nd|rd|th)\b", norm)
+        if match and 1 <= int(match.group(1)) <= len(courses):
+            return courses[int(match.group(1)) - 1]
+        return None
 
     def _which(self) -> str:
         titles = [c.title for c in t.courses(self.db)]

@@ -37,7 +37,8 @@ class CallAgent(Protocol):
     Called with the session (its ``audio``, ``record``, ``dtmf`` queue and
     ``transfer_to``); runs until the call ends (it is cancelled on hang-up).
     ``speaks_greeting``: the agent greets the caller itself, so the session
-    does not play the tenant's greeting sound first.
+    does not play the tenant's greeting sound first, and the agent moves the
+    call on from GREETING (:meth:`CallSession.transition`) once it was heard.
     """
 
     speaks_greeting: bool
@@ -49,9 +50,17 @@ TENANT_VARIABLE = "VOICE_AGENT_TENANT"
 
 
 class CallState(StrEnum):
+    """Where a call is; an agent that converses drives the states after GREETING.
+
+    GREETING → LISTENING → THINKING (transcribing, deciding) → SPEAKING (its
+    audio queued) → LISTENING (reply played, or cut off by a barge-in) → …
+    """
+
     STARTING = "starting"
     GREETING = "greeting"
     LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
     CLOSED = "closed"
 
 
@@ -117,13 +126,16 @@ class CallSession:
         self.transfer_to: tuple[str, str] | None = None
         self._work: asyncio.Task[None] | None = None
         self._caller_gone = False
-        self._transition(CallState.STARTING)
+        self.transition(CallState.STARTING)
 
     @property
     def state(self) -> CallState:
         return self.record.transitions[-1][1]
 
-    def _transition(self, state: CallState) -> None:
+    def transition(self, state: CallState) -> None:
+        """Enter ``state``, recorded with the wall-clock time; staying in a state is a no-op."""
+        if self.record.transitions and self.state is state:
+            return
         self.record.transitions.append((time.time(), state))
         log.info("call %s [%s] -> %s", self.id, self.tenant.name, state.value)
 
@@ -134,7 +146,7 @@ class CallSession:
                 await self._work_until_end(resources)
         finally:
             self.record.ended_at = time.time()
-            self._transition(CallState.CLOSED)
+            self.transition(CallState.CLOSED)
             log.info("call %s closed after %.1f s: %s", self.id,
                      self.record.ended_at - self.record.started_at, self.record.end_reason)
 
@@ -175,14 +187,15 @@ class CallSession:
         if self._media is not None:
             self.audio = await self._media.attach(bridge_id, resources)
 
+        agent = self._agent if self.audio is not None else None  # no media: nothing to say
         try:
             async with asyncio.timeout(self._max_seconds) as cap:
-                self._transition(CallState.GREETING)
-                if not getattr(self._agent, "speaks_greeting", False):
+                self.transition(CallState.GREETING)
+                if not getattr(agent, "speaks_greeting", False):
                     await self.play(self.tenant.greeting_prompt)
-                self._transition(CallState.LISTENING)
-                if self._agent is not None and self.audio is not None:
-                    await self._agent(self)
+                    self.transition(CallState.LISTENING)
+                if agent is not None:
+                    await agent(self)
                     if self.transfer_to is not None:
                         await self._transfer(*self.transfer_to)
                         return

@@ -1,19 +1,25 @@
 """The conversation agent: listen, understand, answer — and stop when interrupted.
 
-Per call, one loop reads the caller's 20 ms frames, runs them through the VAD
-and the endpointer, and reacts to two events:
+Per call, one loop reads the caller's 20 ms frames, scores them with the VAD
+and feeds the endpointer and, while the agent talks, the barge-in rule:
 
 * ``SpeechEnd`` (the caller finished a turn): start a *turn task* — transcribe
   the utterance, ask the dialog engine, speak the reply clause by clause. The
   frame loop keeps running, so the caller can interrupt at any moment.
-* ``SpeechStart`` while the agent is speaking (caller held speech for the
-  endpointer's ``min_speech_ms``, so a cough does not count): barge-in — the
-  turn task is cancelled and every queued frame flushed, so the caller hears
-  silence within a frame or two; the interrupting speech (with its pre-roll)
-  becomes the next utterance.
+* :class:`~voice_agent.telephony.barge_in.BargeIn` (caller speech held over
+  the agent's, loud enough not to be its echo): the turn task is cancelled and
+  every queued frame flushed, so the caller hears silence within a frame or
+  two; the endpointer goes on collecting the interrupting speech (with its
+  pre-roll), which becomes the next utterance. The history keeps only the part
+  of the reply that was played, marked interrupted.
+* Speech over the agent that never passes the barge-in rule (echo, noise, a
+  murmur) is dropped when it ends: answering it would answer the agent itself.
 
-Every turn records its timestamps (speech end, transcript, reply, first audio
-queued) in the call record, for the latency benchmarks.
+The agent drives the call's state: GREETING until the greeting was heard, then
+LISTENING → THINKING (turn started) → SPEAKING (first audio queued) → LISTENING
+(reply played, or cut). Every turn records its timestamps (speech end,
+transcript, reply, first audio queued, all played) and every barge-in its
+onset, detection, stop and dropped frames, in the call record.
 """
 
 from __future__ import annotations
@@ -22,24 +28,26 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from voice_agent.llm.dialog import DialogEngine, DialogState
 from voice_agent.speech.stt import SpeechToText
-from voice_agent.speech.tts import PromptCache, TextToSpeech
+from voice_agent.speech.tts import PromptCache, TextToSpeech, split_for_speech
 from voice_agent.speech.vad import (
     Endpointer,
     EndpointerConfig,
     SileroVad,
     SpeechEnd,
-    SpeechStart,
     VoiceActivityDetector,
 )
 from voice_agent.telephony.audio_bridge import INTERNAL_RATE
+from voice_agent.telephony.barge_in import BargeIn, BargeInConfig, BargeInDetector
 from voice_agent.telephony.call_audio import FRAME_SAMPLES, FRAME_SECONDS, CallAudio
-from voice_agent.telephony.call_session import CallSession
+from voice_agent.telephony.call_session import CallSession, CallState
+from voice_agent.telephony.spoken_reply import SpokenReply
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import TenantDB
 
@@ -47,10 +55,16 @@ log = logging.getLogger(__name__)
 
 IDLE_TICK = 0.1  # how long without a frame before the silence is accounted for
 SILENT_FRAME = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+#: States in which the agent's voice is on the line and the caller may barge in.
+TALKING = frozenset({CallState.GREETING, CallState.SPEAKING})
 
 
 class ConversationAgent:
-    """Turn-taking with barge-in on top of STT, the dialog engine and TTS."""
+    """Turn-taking with barge-in on top of STT, the dialog engine and TTS.
+
+    ``vad`` makes one detector per call (it has per-call state); tests pass a
+    scripted one.
+    """
 
     speaks_greeting = True
 
@@ -63,6 +77,8 @@ class ConversationAgent:
         *,
         endpointer: EndpointerConfig | None = None,
         prompts: PromptCache | None = None,
+        barge_in: BargeInConfig | None = None,
+        vad: Callable[[], VoiceActivityDetector] = SileroVad,
     ) -> None:
         self._tenants = tenants
         self._db = db
@@ -70,6 +86,8 @@ class ConversationAgent:
         self._tts = tts
         self._endpointer = endpointer or EndpointerConfig()
         self._prompts = prompts or PromptCache()
+        self._barge_in = barge_in or BargeInConfig()
+        self._vad = vad
 
     async def warm_up(self) -> None:
         """Load the models once, at service start, not on the first call."""
@@ -77,7 +95,7 @@ class ConversationAgent:
             load = getattr(model, "load", None)
             if load is not None:
                 await load()
-        SileroVad()  # builds the shared ONNX session
+        self._vad()  # Silero: builds the shared ONNX session
 
     async def __call__(self, call: CallSession) -> None:
         assert call.audio is not None
@@ -95,14 +113,21 @@ class _Call:
         self.tenant = agent._tenants.resolve([self.record.tenant])
         self.engine = DialogEngine(self.tenant, agent._db)
         self.state = DialogState(caller_id=self.record.caller or "anonymous")
-        self.vad: VoiceActivityDetector = SileroVad()
+        self.vad = agent._vad()
         self.endpointer = Endpointer(agent._endpointer)
+        self.barge_in = BargeInDetector(agent._barge_in)
         self.turn: asyncio.Task[None] | None = None
+        #: The reply on the line (or last on it) and its record entry.
+        self.reply = SpokenReply()
+        self.reply_turn: dict[str, Any] = {}
+        #: The open utterance overlapped the agent's voice without passing the barge-in rule.
+        self.talked_over = False
         self.finished = asyncio.Event()
 
     async def run(self) -> None:
         greeting = self.engine.greet(self.state)
-        self.turn = asyncio.create_task(self._say(greeting.text, cached=True, turn={}))
+        self.turn = asyncio.create_task(
+            self._say(greeting.text, cached=True, turn={}, state=CallState.GREETING))
         reader = asyncio.create_task(self._listen())
         keys = asyncio.create_task(self._keys())
         finished = asyncio.create_task(self.finished.wait())
@@ -118,10 +143,12 @@ class _Call:
         """DTMF is a turn too: '#' repeats, '0' asks for a person, digits fill slots."""
         while True:
             digit = await self.call.dtmf.get()
-            if self._speaking():
-                self._barge_in(time.monotonic())
+            if self.call.state in TALKING:
+                now = time.monotonic()
+                self._barge_in(BargeIn(now, now))
             if self.turn is not None and not self.turn.done():
                 self.turn.cancel()
+            self.call.transition(CallState.THINKING)
             self.turn = asyncio.create_task(self._respond(digit, {"dtmf": digit}))
 
     async def _listen(self) -> None:
@@ -144,26 +171,49 @@ class _Call:
             self._hear(frame.pcm, frame.arrival)
 
     def _hear(self, pcm: np.ndarray, arrival: float) -> None:
-        event = self.endpointer.process(pcm, self.vad.speech_probability(pcm))
-        if isinstance(event, SpeechStart) and self._speaking():
-            self._barge_in(arrival)
-        elif isinstance(event, SpeechEnd):
-            self._start_turn(event, arrival)
+        probability = self.vad.speech_probability(pcm)
+        event = self.endpointer.process(pcm, probability)
+        if self.call.state in TALKING:
+            cut = self.barge_in.process(pcm, probability, self._agent_level(), arrival)
+            if cut is not None:
+                self._barge_in(cut)
+            elif self.endpointer.in_speech:
+                self.talked_over = True
+        else:
+            self.barge_in.reset()
+        if isinstance(event, SpeechEnd):
+            if self.talked_over or self.call.state in TALKING:
+                log.info("call %s: ignored %.2f s of sound over the agent's voice",
+                         self.record.session_id, len(event.audio) / INTERNAL_RATE)
+            else:
+                self._start_turn(event, arrival)
+            self.talked_over = False
 
-    def _speaking(self) -> bool:
-        return (self.turn is not None and not self.turn.done()) or self.audio.queued_frames > 0
+    def _agent_level(self) -> float | None:
+        """Level of the agent's audio the caller hears now (what its echo is measured by)."""
+        return self.reply.level_at(self.reply.frames - self.audio.queued_frames)
 
-    def _barge_in(self, detected: float) -> None:
+    def _barge_in(self, cut: BargeIn) -> None:
+        """Stop talking now; keep in the history only what the caller heard."""
         if self.turn is not None:
             self.turn.cancel()
+        played = self.reply.frames - self.audio.queued_frames
         dropped = self.audio.flush()
-        self.record.barge_ins.append({"detected": detected, "dropped_frames": dropped})
-        log.info("call %s: barge-in, %d frames of agent audio dropped",
-                 self.record.session_id, dropped)
+        self.record.barge_ins.append({"onset": cut.onset, "detected": cut.detected,
+                                      "stopped": time.monotonic(), "dropped_frames": dropped})
+        heard = self.reply.heard(played)
+        self.reply_turn.update(played_text=heard, interrupted=True)
+        self.state.cut_last_reply(heard)
+        self.barge_in.reset()
+        self.talked_over = False
+        self.call.transition(CallState.LISTENING)
+        log.info("call %s: barge-in, %d frames of agent audio dropped, heard %r",
+                 self.record.session_id, dropped, heard)
 
     def _start_turn(self, utterance: SpeechEnd, speech_end: float) -> None:
         if self.turn is not None and not self.turn.done():
             self.turn.cancel()  # the caller went on talking: answer the newest words
+        self.call.transition(CallState.THINKING)
         self.turn = asyncio.create_task(self._answer(utterance, speech_end))
 
     async def _answer(self, utterance: SpeechEnd, speech_end: float) -> None:
@@ -173,6 +223,8 @@ class _Call:
         turn["heard"] = transcript.text
         if transcript.text.strip():
             await self._respond(transcript.text, turn)
+        else:
+            self.call.transition(CallState.LISTENING)
 
     async def _respond(self, said: str, turn: dict[str, Any]) -> None:
         self.record.turns.append(turn)
@@ -189,13 +241,26 @@ class _Call:
             self.record.end_reason = "agent ended the call"
             self.finished.set()
 
-    async def _say(self, text: str, *, cached: bool, turn: dict[str, Any]) -> None:
-        """Speak ``text``; returns when the caller has heard all of it."""
-        chunks = (self.agent._prompts.stream(self.agent._tts, text) if cached
-                  else self.agent._tts.stream(text))
-        async with contextlib.aclosing(chunks) as stream:
-            async for chunk in stream:
-                turn.setdefault("first_audio", time.monotonic())
-                self.audio.write(chunk, INTERNAL_RATE)
-        self.audio.finish()
+    async def _say(self, text: str, *, cached: bool, turn: dict[str, Any],
+                   state: CallState = CallState.SPEAKING) -> None:
+        """Speak ``text`` clause by clause; returns when the caller has heard all of it.
+
+        Clauses are synthesized one after the other while earlier ones play, and
+        each one's frames are remembered, so a barge-in knows what was heard.
+        """
+        self.reply, self.reply_turn = SpokenReply(), turn
+        for clause in split_for_speech(text):
+            self.reply.start_clause(clause)
+            chunks = (self.agent._prompts.stream(self.agent._tts, clause) if cached
+                      else self.agent._tts.stream(clause))
+            async with contextlib.aclosing(chunks) as stream:
+                async for chunk in stream:
+                    self.reply.wrote(chunk, self.audio.write(chunk, INTERNAL_RATE))
+                    if "first_audio" not in turn:
+                        turn["first_audio"] = time.monotonic()
+                        self.call.transition(state)
+        if padded := self.audio.finish():  # the tail, padded to a whole frame of silence
+            self.reply.wrote(SILENT_FRAME[:0], padded)
         await self.audio.wait_played()  # still "speaking" until the caller heard it all
+        turn["played"] = time.monotonic()
+        self.call.transition(CallState.LISTENING)

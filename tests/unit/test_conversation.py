@@ -1,0 +1,212 @@
+"""The conversation agent's state machine and barge-in, on a fake line in real time.
+
+The line plays queued frames at 20 ms each like a transport; the caller is a
+scripted stream of frames (tones are "speech" to an energy VAD); STT and TTS
+are fakes, the dialog engine is the real TechStore one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.unit.test_barge_in import tone
+from voice_agent.speech.stt import Transcript
+from voice_agent.telephony.barge_in import level_dbfs
+from voice_agent.telephony.call_audio import FRAME_SECONDS, CallAudio
+from voice_agent.telephony.call_session import CallSession, CallState
+from voice_agent.telephony.conversation import ConversationAgent
+from voice_agent.tenants import TenantRegistry
+from voice_agent.tenants.data import open_db
+
+S = CallState
+AGENT_DBFS = -20.0
+
+
+class Line(CallAudio):
+    """A transport that plays one queued frame per 20 ms, like the RTP pacer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: deque[np.ndarray] = deque()
+        self.player = asyncio.create_task(self._play())
+
+    async def _play(self) -> None:
+        while True:
+            await asyncio.sleep(FRAME_SECONDS)
+            if self.queue:
+                self.queue.popleft()
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self.queue)
+
+    def _send_frame(self, frame: np.ndarray) -> None:
+        self.queue.append(frame)
+
+    def _drop_queued(self) -> int:
+        dropped = len(self.queue)
+        self.queue.clear()
+        return dropped
+
+    async def say(self, seconds: float, level: float, then_silence: float = 0.0) -> None:
+        """The caller's side: a tone at ``level`` dBFS, then silence, in real time."""
+        frames = [tone(level)] * round(seconds / FRAME_SECONDS)
+        frames += [np.zeros(320, np.int16)] * round(then_silence / FRAME_SECONDS)
+        for frame in frames:
+            self._deliver(frame, time.monotonic())
+            await asyncio.sleep(FRAME_SECONDS)
+
+
+class EnergyVad:
+    """Anything above -60 dBFS is speech: echo and coughs included, as with a real VAD."""
+
+    name = "energy"
+
+    def speech_probability(self, frame: np.ndarray) -> float:
+        return 0.9 if level_dbfs(frame) > -60 else 0.0
+
+    def reset(self) -> None:
+        pass
+
+
+class ScriptedStt:
+    name = "scripted"
+
+    def __init__(self, *texts: str) -> None:
+        self.texts = list(texts)
+
+    async def transcribe(self, pcm16k: np.ndarray) -> Transcript:
+        return Transcript(self.texts.pop(0), "en", len(pcm16k) / 16000, 0.0)
+
+
+class ToneTts:
+    """``seconds_per_char`` of tone per character of text, at -20 dBFS, in two chunks."""
+
+    name = "tone"
+    voice = "test"
+    sample_rate = 16000
+
+    def __init__(self, seconds_per_char: float) -> None:
+        self.seconds_per_char = seconds_per_char
+
+    async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+        audio = tone(AGENT_DBFS, int(len(text) * self.seconds_per_char * 16000))
+        yield audio[: len(audio) // 2]
+        yield audio[len(audio) // 2:]
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll every 10 ms: the agent's progress is real time, not event-loop turns."""
+    for _ in range(round(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the call never got there")
+
+
+@pytest.fixture
+async def call(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """``start(*transcripts, seconds_per_char=)`` → (session, line): a TechStore call
+    in its greeting, whose agent speaks ``seconds_per_char`` per character."""
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def start(*transcripts: str, seconds_per_char: float = 0.01
+                    ) -> tuple[CallSession, Line]:
+        tenants = TenantRegistry.load()
+        agent = ConversationAgent(tenants, open_db(tmp_path / "tenants.sqlite3"),
+                                  ScriptedStt(*transcripts), ToneTts(seconds_per_char),
+                                  vad=EnergyVad)
+        session = CallSession(channel={"id": "c1", "caller": {"number": "555"}},
+                              tenant=tenants.resolve(["techstore"]), ari=None,  # type: ignore[arg-type]
+                              playbacks=None, max_seconds=60)  # type: ignore[arg-type]
+        session.audio = line = Line()
+        session.transition(S.GREETING)  # what the session does before it hands over
+        tasks.extend([line.player, asyncio.create_task(agent(session))])
+        return session, line
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_greeting_then_one_turn_walks_the_states(call: Callable[..., Any]) -> None:
+    session, line = await call("where is my order 12345")
+    assert session.state is S.GREETING
+    await until(lambda: session.state is S.LISTENING)  # only once the greeting was played
+    assert line.queued_frames == 0
+
+    await line.say(0.4, -20.0, then_silence=0.6)
+    await until(lambda: "played" in next(iter(session.record.turns), {}))
+
+    record = session.record
+    assert record.states == [S.STARTING, S.GREETING, S.LISTENING, S.THINKING, S.SPEAKING,
+                             S.LISTENING]
+    stamps = [at for at, _ in record.transitions]
+    assert stamps == sorted(stamps)
+    turn = record.turns[0]
+    assert "shipped" in turn["reply"]
+    assert (turn["speech_end"] <= turn["stt_final"] <= turn["reply_ready"]
+            <= turn["first_audio"] <= turn["played"])
+    assert turn["played"] - turn["first_audio"] >= len(turn["reply"]) * 0.01 * 0.9
+    assert not record.barge_ins and "interrupted" not in turn
+
+
+async def test_caller_barges_in_and_the_interruption_is_answered(
+    call: Callable[..., Any],
+) -> None:
+    # The return policy is 209 characters: 4.2 s of reply to talk over.
+    session, line = await call("what is your return policy", "where is my order 12345",
+                               seconds_per_char=0.02)
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.4, -20.0, then_silence=0.6)
+    await until(lambda: session.state is S.SPEAKING)
+    record = session.record
+
+    await line.say(0.1, -20.0, then_silence=0.2)  # a cough
+    await line.say(0.6, AGENT_DBFS - 20, then_silence=0.7)  # echo of the agent
+    assert session.state is S.SPEAKING and not record.barge_ins
+    assert len(record.turns) == 1  # the echo was not taken for an utterance either
+
+    spoke = time.monotonic()
+    await line.say(0.4, -20.0)  # the caller talks over the agent
+    assert record.states[-1] is S.LISTENING
+    await line.say(0.0, -20.0, then_silence=0.6)
+    await until(lambda: len(record.turns) == 2 and "played" in record.turns[1])
+
+    assert record.states == [S.STARTING, S.GREETING, S.LISTENING, S.THINKING, S.SPEAKING,
+                             S.LISTENING, S.THINKING, S.SPEAKING, S.LISTENING]
+    (cut,) = record.barge_ins
+    assert spoke <= cut["onset"] < cut["detected"] <= cut["stopped"]
+    assert 0.13 <= cut["detected"] - cut["onset"] < 0.3  # 8 frames, 7 intervals
+    assert cut["dropped_frames"] > 0
+    first, second = record.turns
+    assert first["interrupted"] and "played" not in first
+    assert first["reply"].startswith(first["played_text"])
+    assert 0 < len(first["played_text"]) < len(first["reply"])
+    assert "shipped" in second["reply"]
+
+
+async def test_a_key_cuts_the_reply_and_repeat_says_all_of_it(call: Callable[..., Any]) -> None:
+    session, line = await call("what is your return policy")
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.4, -20.0, then_silence=0.6)
+    await until(lambda: session.state is S.SPEAKING)
+    await asyncio.sleep(0.3)
+
+    session.on_dtmf("#")  # a key is a barge-in too; '#' repeats the whole last reply
+    record = session.record
+    await until(lambda: len(record.turns) == 2 and "first_audio" in record.turns[1])
+    first, repeat = record.turns
+    assert len(record.barge_ins) == 1 and record.barge_ins[0]["dropped_frames"] > 0
+    assert first["interrupted"] and len(first["played_text"]) < len(first["reply"])
+    assert repeat["reply"] == first["reply"]
+    assert record.states[-4:] == [S.SPEAKING, S.LISTENING, S.THINKING, S.SPEAKING]
