@@ -10,9 +10,10 @@ import signal
 import statistics
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvloop
@@ -389,6 +390,46 @@ def bench_media(
                           f"{result['lost_pct'] or 0:.2f}% · rtd p95 "
                           f"{result['rtd_ms_p95'] or 0:.0f} ms → {path}")
     console.print(media.summary())
+
+
+def _bench_conversation(run: Callable[[Settings], Awaitable[dict[str, Any]]]) -> None:
+    from voice_agent.bench import conversation
+
+    settings = _settings()
+    try:
+        _local_asterisk(settings).up()
+        result = asyncio.run(run(settings))
+    except (LocalAsteriskError, AriError, AgentSilent) as exc:
+        raise _fail(str(exc)) from exc
+    path = conversation.save(result)
+    summary = {k: v for k, v in result.items()
+               if k in ("v2v_s", "stages_s", "stop_at_caller_s", "onset_to_detect_s",
+                        "answered_new_question", "false_barge_ins", "coughs")}
+    console.print_json(data=summary)
+    console.print(f"[green]written[/green] {path} and {path.with_suffix('.png')}")
+
+
+@bench_app.command("latency")
+def bench_latency(
+    turns: Annotated[int, typer.Option(help="Questions per tenant.")] = 20,
+) -> None:
+    """Voice-to-voice latency on real calls, per tenant, with a per-stage breakdown."""
+    from voice_agent.bench import conversation
+
+    _bench_conversation(lambda s: conversation.latency(
+        s, turns, progress=lambda m: console.print(f"  {m}")))
+
+
+@bench_app.command("barge-in")
+def bench_barge_in(
+    interruptions: Annotated[int, typer.Option(help="Interrupted replies.")] = 30,
+    coughs: Annotated[int, typer.Option(help="Noise bursts that must not interrupt.")] = 20,
+) -> None:
+    """Barge-in stop delay at the caller, detection time, and false triggers on coughs."""
+    from voice_agent.bench import conversation
+
+    _bench_conversation(lambda s: conversation.barge_in(
+        s, interruptions, coughs, progress=lambda m: console.print(f"  {m}")))
 
 
 @bench_app.command("speech")

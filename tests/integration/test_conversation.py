@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
@@ -155,6 +156,24 @@ async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
         assert "prepaid label" not in policy.heard.lower()  # the end was never played
         assert "shipped" in record.turns[-1]["reply"].lower(), record.turns
         assert "ship" in interruption.heard.lower(), interruption
+        await talk.call.hangup()
+        await assert_nothing_left(inspector, talk.manager)
+
+
+async def test_a_cough_during_a_reply_does_not_interrupt_it(
+    talk_to: TalkTo, inspector: AriClient,
+) -> None:
+    """100 ms of loud noise (a cough) while the agent talks: the reply plays to its end."""
+    async with talk_to("18005551234") as talk:
+        await talk.caller.run([Step("What is your return policy?")])
+        await asyncio.sleep(1.5)
+        rng = np.random.default_rng(7)
+        await talk.call.say((rng.standard_normal(1600) * 6000).astype(np.int16))  # 100 ms
+        [*_, policy] = await talk.caller.finish()
+        record = talk.session.record
+        assert not record.barge_ins, record.barge_ins
+        assert "played" in record.turns[-1] and not record.turns[-1].get("interrupted")
+        assert "label" in policy.heard.lower(), policy  # its last sentence reached the caller
         await talk.call.hangup()
         await assert_nothing_left(inspector, talk.manager)
 

@@ -137,6 +137,28 @@ async def test_whisper_model_is_loaded_once_per_process(stt: WhisperStt) -> None
     assert await WhisperStt().load() is await stt.load()
 
 
+async def test_audio_longer_than_the_short_window_uses_the_full_window(
+    stt: WhisperStt, speech: dict[str, Pcm16]
+) -> None:
+    assert stt.window_seconds is not None
+    pcm = np.concatenate(list(speech.values()))  # ~14 s, past the short window
+    assert len(pcm) / 16000 > stt.window_seconds
+    result = await stt.transcribe(pcm)
+    assert word_error_rate(" ".join(SENTENCES), result.text) <= MAX_MEAN_WER_WIDEBAND, result
+
+
+async def test_short_window_gives_no_text_for_silence_or_noise(stt: WhisperStt) -> None:
+    noise = np.random.default_rng(0).normal(0, 300, 32000).astype(np.int16)
+    for pcm in (np.zeros(32000, np.int16), noise):
+        assert (await stt.transcribe(pcm)).text == ""
+
+
+def test_whisper_window_must_leave_room_for_padding() -> None:
+    WhisperStt(window_seconds=None)
+    with pytest.raises(ValueError, match="window_seconds"):
+        WhisperStt(window_seconds=3.0)
+
+
 async def test_empty_audio_is_an_empty_transcript(stt: WhisperStt) -> None:
     assert (await stt.transcribe(np.zeros(0, np.int16))).text == ""
 

@@ -384,6 +384,21 @@ class Endpointer:
         """True between SpeechStart and SpeechEnd."""
         return self._phase is _Phase.SPEECH
 
+    @property
+    def trailing_silence_frames(self) -> int:
+        """Frames since the open utterance's last speech frame (0 outside speech)."""
+        return self._next_index - 1 - self._last_speech if self.in_speech else 0
+
+    def utterance_so_far(self) -> tuple[int, Pcm16]:
+        """``(end_frame, audio)`` of the open utterance up to its last speech frame.
+
+        Exactly what :class:`SpeechEnd` will carry if the caller stays silent, so
+        speech recognition can start on it before the end of the turn is decided
+        (and its result be used when ``SpeechEnd.end_frame`` matches).
+        """
+        end = self._last_speech + 1
+        return end, np.concatenate(self._audio[: end - self._audio_start])
+
     def process(self, frame: Pcm16, probability: float) -> EndpointEvent | None:
         """Advance by one frame; returns the event this frame caused, if any."""
         index = self._next_index

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from voice_agent.llm.dialog import DialogEngine, DialogState
-from voice_agent.speech.stt import SpeechToText
+from voice_agent.speech.stt import SpeechToText, Transcript
 from voice_agent.speech.tts import PromptCache, TextToSpeech, split_for_speech
 from voice_agent.speech.vad import (
     Endpointer,
@@ -79,6 +79,7 @@ class ConversationAgent:
         prompts: PromptCache | None = None,
         barge_in: BargeInConfig | None = None,
         vad: Callable[[], VoiceActivityDetector] = SileroVad,
+        speculate_after_ms: int = 200,
     ) -> None:
         self._tenants = tenants
         self._db = db
@@ -88,6 +89,10 @@ class ConversationAgent:
         self._prompts = prompts or PromptCache()
         self._barge_in = barge_in or BargeInConfig()
         self._vad = vad
+        #: Start transcribing after this much trailing silence, before the turn's end
+        #: is decided (0: never). A pause the caller talks on through costs one
+        #: wasted transcription; a real end of turn gets its transcript that much sooner.
+        self._speculate_frames = speculate_after_ms // 20
 
     async def warm_up(self) -> None:
         """Load the models once, at service start, not on the first call."""
@@ -114,7 +119,12 @@ class _Call:
         self.engine = DialogEngine(self.tenant, agent._db)
         self.state = DialogState(caller_id=self.record.caller or "anonymous")
         self.vad = agent._vad()
-        self.endpointer = Endpointer(agent._endpointer)
+        endpointing = agent._endpointer
+        if self.tenant.silence_ms:  # the tenant's own end-of-turn silence
+            endpointing = endpointing.model_copy(update={"silence_ms": self.tenant.silence_ms})
+        self.endpointer = Endpointer(endpointing)
+        #: A transcription started early on the open utterance: (its end frame, task).
+        self.speculation: tuple[int, asyncio.Task[Transcript]] | None = None
         self.barge_in = BargeInDetector(agent._barge_in)
         self.turn: asyncio.Task[None] | None = None
         #: The reply on the line (or last on it) and its record entry.
@@ -134,6 +144,7 @@ class _Call:
         try:
             await asyncio.wait({reader, finished}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._drop_speculation()
             tasks = [t for t in (reader, keys, finished, self.turn) if t is not None]
             for task in tasks:
                 task.cancel()
@@ -188,6 +199,21 @@ class _Call:
             else:
                 self._start_turn(event, arrival)
             self.talked_over = False
+        elif (self.agent._speculate_frames and self.call.state not in TALKING
+              and not self.talked_over
+              and self.endpointer.trailing_silence_frames == self.agent._speculate_frames):
+            self._speculate()
+
+    def _speculate(self) -> None:
+        """Transcribe the open utterance now; the turn uses it if the caller stays silent."""
+        end, audio = self.endpointer.utterance_so_far()
+        self._drop_speculation()
+        self.speculation = (end, asyncio.create_task(self.agent._stt.transcribe(audio)))
+
+    def _drop_speculation(self) -> None:
+        if self.speculation is not None:
+            self.speculation[1].cancel()
+            self.speculation = None
 
     def _agent_level(self) -> float | None:
         """Level of the agent's audio the caller hears now (what its echo is measured by)."""
@@ -214,11 +240,20 @@ class _Call:
         if self.turn is not None and not self.turn.done():
             self.turn.cancel()  # the caller went on talking: answer the newest words
         self.call.transition(CallState.THINKING)
-        self.turn = asyncio.create_task(self._answer(utterance, speech_end))
+        early = None
+        if self.speculation is not None and self.speculation[0] == utterance.end_frame:
+            early, self.speculation = self.speculation[1], None
+        self._drop_speculation()  # speech went on after it: stale
+        self.turn = asyncio.create_task(self._answer(utterance, speech_end, early))
 
-    async def _answer(self, utterance: SpeechEnd, speech_end: float) -> None:
-        turn: dict[str, Any] = {"speech_end": speech_end}
-        transcript = await self.agent._stt.transcribe(utterance.audio)
+    async def _answer(self, utterance: SpeechEnd, speech_end: float,
+                      early: asyncio.Task[Transcript] | None) -> None:
+        turn: dict[str, Any] = {"speech_end": speech_end, "speculative": early is not None}
+        try:
+            transcript = await (early or self.agent._stt.transcribe(utterance.audio))
+        finally:
+            if early is not None:
+                early.cancel()
         turn["stt_final"] = time.monotonic()
         turn["heard"] = transcript.text
         if transcript.text.strip():

@@ -1,0 +1,210 @@
+"""Conversation benchmarks on real calls: voice-to-voice latency and barge-in.
+
+The agent runs in this process (the same service as ``voice-agent serve``, the
+embedded stack) so its per-turn timestamps share a clock with the scripted
+caller's; calls are real SIP calls through the local Asterisk, one at a time
+(a person on the line, not a load test).
+
+* ``latency``: each tenant answers ``turns`` questions. Caller-side
+  voice-to-voice latency (caller speech end → first agent audio at the phone)
+  and a per-stage breakdown from the agent's turn record: endpointing (speech
+  end → the endpointer's decision), STT, dialog reply, TTS first audio, and the
+  network/playout rest.
+* ``barge_in``: the caller interrupts a long reply ``interruptions`` times at
+  varying moments: stop delay at the caller (interrupt speech onset → last
+  agent audio heard) and agent-side onset → detection → flush. Then the
+  false-trigger set: a 100 ms noise burst (a cough) during a reply, which must
+  not interrupt.
+
+Writes ``bench/results/latency.json``/``.png`` and ``barge-in.json``/``.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voice_agent.bench.media import RESULTS, _git_commit, machine
+from voice_agent.config import Settings
+from voice_agent.service import running_agent
+from voice_agent.sim.conversation import Exchange, ScriptedCaller, Step
+from voice_agent.sim.phone import SimPhone
+from voice_agent.speech.stt import WhisperStt
+from voice_agent.telephony.ari_session_manager import SessionManager
+from voice_agent.telephony.call_session import CallRecord
+
+Progress = Callable[[str], None]
+
+#: Questions each tenant answers without changing state, asked in turn.
+QUESTIONS = {
+    "18005551234": ["Where is my order one two three four five?",
+                    "Do you have the laptop in stock?"],
+    "18005555678": ["What are your opening hours?",
+                    "When is the riverside clinic open?"],
+    "18005559999": ["What courses do you offer?",
+                    "I would like to register for a course."],
+}
+STAGES = ("endpointing", "stt", "reply", "tts_first_audio", "network_playout")
+TURNS_PER_CALL = 5
+
+
+def _percentiles(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "p50": None, "p95": None}
+    return {"n": len(values), "p50": float(np.percentile(values, 50)),
+            "p95": float(np.percentile(values, 95))}
+
+
+def _stages(exchange: Exchange, turn: dict[str, Any], caller_speech_end: float
+            ) -> dict[str, float] | None:
+    needed = ("speech_end", "stt_final", "reply_ready", "first_audio")
+    if exchange.reply_started is None or any(key not in turn for key in needed):
+        return None
+    return {"endpointing": turn["speech_end"] - caller_speech_end,
+            "stt": turn["stt_final"] - turn["speech_end"],
+            "reply": turn["reply_ready"] - turn["stt_final"],
+            "tts_first_audio": turn["first_audio"] - turn["reply_ready"],
+            "network_playout": exchange.reply_started - turn["first_audio"]}
+
+
+async def _session_record(manager: SessionManager) -> CallRecord:
+    if manager.sessions:
+        return next(iter(manager.sessions.values())).record
+    return manager.completed[-1]
+
+
+async def _one_call(settings: Settings, manager: SessionManager, stt: WhisperStt, number: str,
+                    steps: list[Step]) -> tuple[list[Exchange], CallRecord]:
+    async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+        call = await phone.dial(number, audio=True, via="sip")
+        try:
+            async with ScriptedCaller(call, stt) as caller:
+                await caller.run(steps)
+                exchanges = await caller.finish()
+                record = await _session_record(manager)
+        finally:
+            await call.hangup()
+    return exchanges, record
+
+
+async def latency(settings: Settings, turns: int, progress: Progress = print) -> dict[str, Any]:
+    """``turns`` questions per tenant; V2V at the caller and the per-stage breakdown."""
+    stt = WhisperStt()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
+        agent_settings = settings.model_copy(update={"agent": "conversation",
+                                                     "data_dir": Path(data)})
+        async with running_agent(agent_settings) as manager:
+            await manager.wait_connected(30)
+            for number, questions in QUESTIONS.items():
+                asked = list(itertools.islice(itertools.cycle(questions), turns))
+                for start in range(0, turns, TURNS_PER_CALL):
+                    steps = [Step(q) for q in asked[start:start + TURNS_PER_CALL]]
+                    exchanges, record = await _one_call(settings, manager, stt, number, steps)
+                    for exchange, turn in zip(exchanges[1:], record.turns, strict=False):
+                        speech_end = (exchange.reply_started or 0) - (exchange.latency_s or 0)
+                        rows.append({"number": number, "said": exchange.said,
+                                     "heard": exchange.heard, "agent_heard": turn.get("heard"),
+                                     "v2v_s": exchange.latency_s,
+                                     "stages": _stages(exchange, turn, speech_end)})
+                        progress(f"{number}: {exchange.said!r} → {exchange.latency_s:.2f} s"
+                                 if exchange.latency_s is not None else f"{number}: no reply")
+    v2v = [r["v2v_s"] for r in rows if r["v2v_s"] is not None]
+    staged = [r["stages"] for r in rows if r["stages"]]
+    return {"kind": "latency", "turns": rows, "v2v_s": _percentiles(v2v),
+            "stages_s": {s: _percentiles([st[s] for st in staged]) for s in STAGES},
+            "stack": "embedded: silero VAD, whisper tiny.en, dialog engine, piper joe-medium",
+            "transport": settings.media_transport, "commit": _git_commit(),
+            "machine": machine(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+async def barge_in(settings: Settings, interruptions: int, coughs: int,
+                   progress: Progress = print) -> dict[str, Any]:
+    """Interrupt the long return-policy reply; then cough over it."""
+    stt = WhisperStt()
+    rows: list[dict[str, Any]] = []
+    false_triggers = 0
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
+        agent_settings = settings.model_copy(update={"agent": "conversation",
+                                                     "data_dir": Path(data)})
+        async with running_agent(agent_settings) as manager:
+            await manager.wait_connected(30)
+            for i in range(interruptions):
+                after = 1.0 + (i % 4) * 0.5
+                exchanges, record = await _one_call(settings, manager, stt, "100", [
+                    Step("What is your return policy?"),
+                    Step("Where is my order one two three four five?", barge_in_after=after)])
+                cut = record.barge_ins[0] if record.barge_ins else {}
+                rows.append({
+                    "after_s": after, "stop_at_caller_s": exchanges[-1].barge_in_stop_s,
+                    "detect_s": cut.get("detected", 0) - cut.get("onset", 0) if cut else None,
+                    "answered_new_question": "shipped" in (record.turns[-1].get("reply") or ""),
+                    "heard_answer": exchanges[-1].heard})
+                progress(f"interruption {i + 1}: stop at caller "
+                         f"{rows[-1]['stop_at_caller_s']}, detected {rows[-1]['detect_s']}")
+            for i in range(coughs):
+                async with SimPhone(settings.ari_url, settings.ari_user,
+                                    settings.ari_secret()) as phone:
+                    call = await phone.dial("100", audio=True, via="sip")
+                    async with ScriptedCaller(call, stt) as caller:
+                        await caller.run([Step("What is your return policy?")])
+                        await asyncio.sleep(1.0 + i % 3)
+                        await call.say((rng.standard_normal(1600) * 6000).astype(np.int16))
+                        await caller.finish()
+                        record = await _session_record(manager)
+                    await call.hangup()
+                false_triggers += bool(record.barge_ins)
+                progress(f"cough {i + 1}: {'INTERRUPTED' if record.barge_ins else 'ignored'}")
+    stops = [r["stop_at_caller_s"] for r in rows if r["stop_at_caller_s"] is not None]
+    detects = [r["detect_s"] for r in rows if r["detect_s"] is not None]
+    return {"kind": "barge-in", "interruptions": rows,
+            "stop_at_caller_s": _percentiles(stops), "onset_to_detect_s": _percentiles(detects),
+            "answered_new_question": sum(r["answered_new_question"] for r in rows),
+            "coughs": coughs, "false_barge_ins": false_triggers,
+            "false_barge_in_rate": false_triggers / coughs if coughs else None,
+            "transport": settings.media_transport, "commit": _git_commit(),
+            "machine": machine(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
+    """JSON + a PNG (latency histogram and stage medians, or barge-in stop delays)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results.mkdir(parents=True, exist_ok=True)
+    name = result["kind"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if name == "latency":
+        left.hist([r["v2v_s"] for r in result["turns"] if r["v2v_s"] is not None], bins=15)
+        left.set(title="voice-to-voice at the caller", xlabel="s", ylabel="turns")
+        medians = [result["stages_s"][s]["p50"] or 0 for s in STAGES]
+        right.barh(STAGES, medians)
+        right.set(title="median per stage", xlabel="s")
+    else:
+        stops = [r["stop_at_caller_s"] for r in result["interruptions"]
+                 if r["stop_at_caller_s"] is not None]
+        left.hist([s * 1000 for s in stops], bins=15)
+        left.set(title="barge-in: agent audio stop at the caller", xlabel="ms", ylabel="n")
+        right.bar(["interruptions", "coughs ignored"],
+                  [len(result["interruptions"]), result["coughs"] - result["false_barge_ins"]])
+        right.set(title="counts")
+    figure.suptitle(f"{name} — commit {result['commit']}, {result['transport']}")
+    figure.tight_layout()
+    figure.savefig(results / f"{name}.png", dpi=90)
+    plt.close(figure)
+    path = results / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path
