@@ -34,8 +34,9 @@ from voice_agent.telephony.call_audio import FRAME_SECONDS
 
 #: RMS (PCM16) above which a 20 ms frame counts as someone speaking; line silence is < 50.
 LOUD = 300.0
-#: Quiet that means the agent finished its reply.
-SILENCE_S = 0.8
+#: Quiet that means the agent finished its reply (longer than any pause between clauses,
+#: which grows when a loaded box synthesizes the next clause late).
+SILENCE_S = 1.2
 #: A gap this long after an interruption means the agent's audio stopped.
 STOP_GAP_S = 0.3
 

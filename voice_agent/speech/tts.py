@@ -197,6 +197,11 @@ class PiperTts:
     Piper peak-normalizes every sentence; ``volume`` then scales it below full
     scale (0.7 ≈ -3 dBFS) so resampling overshoot and G.711 at the edge do not
     clip, and so the agent is not louder than the caller's own prompts.
+
+    ``threads=2`` (intra-op): the first clause is the latency that matters and
+    two threads synthesize it in ≈0.58× the time of one on the 2-core box
+    ("Order 12345 has shipped.": 341 vs 591 ms), as Whisper does with its two.
+    The model pool still bounds how many syntheses run at once.
     """
 
     name = "piper"
@@ -207,7 +212,7 @@ class PiperTts:
         model_path: Path | str | None = None,
         *,
         workers: ModelWorkers | None = None,
-        threads: int = 1,
+        threads: int = 2,
         volume: float = 0.7,
         length_scale: float | None = None,
     ) -> None:
