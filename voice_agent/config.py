@@ -115,6 +115,17 @@ class Settings(BaseSettings):
         20.0, gt=0, le=300, description="Longest caller turn one RECORD FILE takes."
     )
 
+    # --- Language model (optional) ----------------------------------------------
+    llm_url: str | None = Field(
+        None, description="OpenAI-compatible base URL (e.g. http://127.0.0.1:11434/v1 for "
+        "Ollama); when set, the conversation agent's replies and tool calls come from this "
+        "model, and the embedded dialog engine answers any turn the server fails.")
+    llm_model: str = Field("", description="Model name the LLM server expects.")
+    llm_api_key: SecretStr | None = Field(None, description="Bearer token for the LLM server.")
+    llm_first_token_timeout: float = Field(
+        3.0, gt=0, description="Seconds to wait for the model's first token before the "
+        "embedded engine answers instead (the caller is waiting).")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("ari_url")

@@ -33,7 +33,16 @@ async def _agent(settings: Settings, tenants: TenantRegistry) -> CallAgent | Non
         from voice_agent.tenants.data import open_db
 
         db_path = settings.data_dir / "tenants.sqlite3" if settings.data_dir else None
-        agent = ConversationAgent(tenants, open_db(db_path), WhisperStt(), PiperTts())
+        llm = None
+        if settings.llm_url:
+            from voice_agent.llm.openai_compat import OpenAiChat
+
+            key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+            llm = OpenAiChat(settings.llm_url, settings.llm_model, api_key=key,
+                             first_token_timeout=settings.llm_first_token_timeout,
+                             max_retries=0)
+            log.info("replies from the LLM %s (the embedded engine stands in)", llm.name)
+        agent = ConversationAgent(tenants, open_db(db_path), WhisperStt(), PiperTts(), llm=llm)
         log.info("loading speech models (once per process)")
         await agent.warm_up()
         return agent
@@ -86,3 +95,5 @@ async def running_agent(
             await manager.shutdown(drain_seconds)
             await clock.aclose()
             rtp.close()
+            if (close := getattr(agent, "aclose", None)) is not None:
+                await close()

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import datetime
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import pytest
 
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
 from voice_agent.config import Settings
+from voice_agent.llm.local_server import LocalLlmServer
 from voice_agent.sim.conversation import ScriptedCaller, Step
 from voice_agent.sim.phone import PhoneCall, SimPhone
 from voice_agent.sim.signals import speech
@@ -32,6 +33,7 @@ from voice_agent.speech.stt import WhisperStt
 from voice_agent.telephony.ari_session_manager import SessionManager
 from voice_agent.telephony.asterisk_ari import AriClient
 from voice_agent.telephony.call_session import CallSession, CallState
+from voice_agent.telephony.local_asterisk import LocalAsterisk
 
 ORDER_QUESTION = "Where is my order one two three four five?"
 
@@ -57,19 +59,19 @@ class Conversation:
             return db.execute(query).fetchall()
 
 
-TalkTo = Callable[[str], contextlib.AbstractAsyncContextManager[Conversation]]
+TalkTo = Callable[..., contextlib.AbstractAsyncContextManager[Conversation]]
 
 
 @pytest.fixture
 def talk_to(start_agent: AgentFactory, settings: Settings, whisper: WhisperStt,
             tmp_path_factory: pytest.TempPathFactory) -> TalkTo:
-    """``async with talk_to(number) as conversation``: a SIP call to the conversation
-    agent (fresh tenant data) with a scripted caller on the line."""
+    """``async with talk_to(number, **settings) as conversation``: a SIP call to the
+    conversation agent (fresh tenant data) with a scripted caller on the line."""
 
     @contextlib.asynccontextmanager
-    async def connect(number: str) -> AsyncIterator[Conversation]:
+    async def connect(number: str, **overrides: object) -> AsyncIterator[Conversation]:
         data_dir = tmp_path_factory.mktemp("tenants")
-        async with start_agent(agent="conversation", data_dir=data_dir) as manager, \
+        async with start_agent(agent="conversation", data_dir=data_dir, **overrides) as manager, \
                 SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
             call = await phone.dial(number, audio=True, via="sip")
             async with ScriptedCaller(call, whisper) as caller:
@@ -227,5 +229,40 @@ async def test_dtmf_hash_repeats_and_zero_transfers_to_the_operator(
             "transferred to 9200@voice-agent-operators"
         channel = await inspector.request("GET", f"/channels/{caller_leg}")
         assert channel["dialplan"]["context"] == "voice-agent-operators"  # alive, with a person
+        await talk.call.hangup()
+        await assert_nothing_left(inspector, talk.manager)
+
+
+@pytest.fixture(scope="module")
+def llm_server(local_asterisk: LocalAsterisk, settings: Settings) -> Iterator[LocalLlmServer]:
+    with LocalLlmServer(settings.asterisk_root, port=8096, slots=1,
+                        progress=lambda msg: print(f"llm: {msg}")) as server:
+        yield server
+
+
+async def test_replies_come_from_the_llm_server_when_one_is_configured(
+    talk_to: TalkTo, inspector: AriClient, llm_server: LocalLlmServer,
+) -> None:
+    """A real OpenAI-compatible server (llama-server + SmolLM2) writes the reply, streamed."""
+    async with talk_to("18005551234", llm_url=llm_server.base_url,
+                       llm_model=llm_server.model) as talk:
+        await talk.caller.run([Step("What are your opening hours?")])
+        [*_, answer] = await talk.caller.finish()
+        turn = talk.session.record.turns[-1]
+        assert turn["llm"] and turn["reply"].strip(), turn
+        assert answer.latency_s is not None and answer.heard.strip()  # it was spoken
+        await talk.call.hangup()
+        await assert_nothing_left(inspector, talk.manager)
+
+
+async def test_a_dead_llm_server_leaves_the_embedded_engine_answering(
+    talk_to: TalkTo, inspector: AriClient,
+) -> None:
+    async with talk_to("18005551234", llm_url="http://127.0.0.1:9/v1", llm_model="gone") as talk:
+        await talk.caller.run([Step(ORDER_QUESTION)])
+        [*_, answer] = await talk.caller.finish()
+        turn = talk.session.record.turns[-1]
+        assert turn["llm"] and "shipped" in turn["reply"], turn  # the engine's answer
+        assert "ship" in answer.heard.lower(), answer
         await talk.call.hangup()
         await assert_nothing_left(inspector, talk.manager)

@@ -14,7 +14,7 @@ llama-server recognises, so tool calls come back as OpenAI ``tool_calls``.
 
 Used by the integration tests (streaming, tool calls, a server killed
 mid-stream), ``voice-agent bench speech`` (time to first token, tokens/s) and
-``voice-agent llm up`` for anyone who wants a local model behind the
+``voice-agent llm-server`` for anyone who wants a local model behind the
 OpenAI-compatible client.
 """
 

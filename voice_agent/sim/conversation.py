@@ -149,11 +149,20 @@ def _speech_bounds(pcm: np.ndarray) -> tuple[float, float]:
 
 
 class ScriptedCaller:
-    """Runs a list of :class:`Step` on an answered call and reports each :class:`Exchange`."""
+    """Runs a list of :class:`Step` on an answered call and reports each :class:`Exchange`.
 
-    def __init__(self, call: PhoneCall, stt: SpeechToText) -> None:
+    ``stt=None``: replies are timed but not transcribed (a benchmark that must
+    not count the caller's own speech recognition as the agent's CPU).
+    ``trailing_silence``: seconds of silence sent after each utterance, for
+    agents that detect the end of a turn from silent audio *frames* (AGI
+    ``RECORD FILE``) rather than from time without packets.
+    """
+
+    def __init__(self, call: PhoneCall, stt: SpeechToText | None,
+                 trailing_silence: float = 0.0) -> None:
         self.call = call
         self.stt = stt
+        self.trailing_silence = trailing_silence
         self.ear = Ear(call)
         self.exchanges: list[Exchange] = []
 
@@ -198,6 +207,7 @@ class ScriptedCaller:
             assert step.say is not None
             pcm = speech(step.say)
             first, last = _speech_bounds(pcm)
+            pcm = np.concatenate((pcm, np.zeros(int(self.trailing_silence * 16000), np.int16)))
             sent = time.monotonic()
             done = await self.call.say(pcm)
             onset, speech_end = sent + first, done - (len(pcm) / 16000 - last)
@@ -230,6 +240,8 @@ class ScriptedCaller:
         return self.exchanges
 
     async def _transcribe(self, start: float, end: float | None) -> str:
+        if self.stt is None:
+            return ""
         audio = self.ear.audio(start - 0.1, None if end is None else end + 0.1)
         return (await self.stt.transcribe(audio)).text.strip() if len(audio) else ""
 

@@ -4,8 +4,12 @@ Per call, one loop reads the caller's 20 ms frames, scores them with the VAD
 and feeds the endpointer and, while the agent talks, the barge-in rule:
 
 * ``SpeechEnd`` (the caller finished a turn): start a *turn task* — transcribe
-  the utterance, ask the dialog engine, speak the reply clause by clause. The
-  frame loop keeps running, so the caller can interrupt at any moment.
+  the utterance, ask the dialog engine (or the server LLM, when one is
+  configured: :mod:`~voice_agent.llm.llm_dialog`), speak the reply clause by
+  clause. The frame loop keeps running, so the caller can interrupt at any moment.
+  Transcription starts early, after ``speculate_after_ms`` of trailing silence;
+  if the caller stays silent until the endpointer ends the turn, that
+  transcript is the turn's (its cost is hidden in the end-of-turn wait).
 * :class:`~voice_agent.telephony.barge_in.BargeIn` (caller speech held over
   the agent's, loud enough not to be its echo): the turn task is cancelled and
   every queued frame flushed, so the caller hears silence within a frame or
@@ -28,12 +32,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
 
 from voice_agent.llm.dialog import DialogEngine, DialogState
+from voice_agent.llm.llm_dialog import LlmDialog
+from voice_agent.llm.openai_compat import LanguageModel
 from voice_agent.speech.stt import SpeechToText, Transcript
 from voice_agent.speech.tts import PromptCache, TextToSpeech, split_for_speech
 from voice_agent.speech.vad import (
@@ -80,6 +86,7 @@ class ConversationAgent:
         barge_in: BargeInConfig | None = None,
         vad: Callable[[], VoiceActivityDetector] = SileroVad,
         speculate_after_ms: int = 200,
+        llm: LanguageModel | None = None,
     ) -> None:
         self._tenants = tenants
         self._db = db
@@ -93,6 +100,13 @@ class ConversationAgent:
         #: is decided (0: never). A pause the caller talks on through costs one
         #: wasted transcription; a real end of turn gets its transcript that much sooner.
         self._speculate_frames = speculate_after_ms // 20
+        #: Replies from a server LLM with tool calls (None: the embedded engine only).
+        self._llm = llm
+
+    async def aclose(self) -> None:
+        """Release the LLM client's connections (the service calls this at shutdown)."""
+        if (close := getattr(self._llm, "aclose", None)) is not None:
+            await close()
 
     async def warm_up(self) -> None:
         """Load the models once, at service start, not on the first call."""
@@ -117,6 +131,8 @@ class _Call:
         self.record = call.record
         self.tenant = agent._tenants.resolve([self.record.tenant])
         self.engine = DialogEngine(self.tenant, agent._db)
+        self.llm = (LlmDialog(self.tenant, agent._db, agent._llm, self.engine)
+                    if agent._llm is not None else None)
         self.state = DialogState(caller_id=self.record.caller or "anonymous")
         self.vad = agent._vad()
         endpointing = agent._endpointer
@@ -137,7 +153,7 @@ class _Call:
     async def run(self) -> None:
         greeting = self.engine.greet(self.state)
         self.turn = asyncio.create_task(
-            self._say(greeting.text, cached=True, turn={}, state=CallState.GREETING))
+            self._say(_pieces(greeting.text), cached=True, turn={}, state=CallState.GREETING))
         reader = asyncio.create_task(self._listen())
         keys = asyncio.create_task(self._keys())
         finished = asyncio.create_task(self.finished.wait())
@@ -263,11 +279,13 @@ class _Call:
 
     async def _respond(self, said: str, turn: dict[str, Any]) -> None:
         self.record.turns.append(turn)
+        if self.llm is not None and "dtmf" not in turn:  # keys stay with the engine (#, 0)
+            turn["llm"] = True
+            await self._say(self.llm.reply(self.state, said), cached=False, turn=turn)
+            return
         reply = await asyncio.to_thread(self.engine.reply, self.state, said)
-        turn["reply_ready"] = time.monotonic()
-        turn["reply"] = reply.text
-        turn["intent"] = reply.intent
-        await self._say(reply.text, cached=False, turn=turn)
+        turn.update(reply_ready=time.monotonic(), reply=reply.text, intent=reply.intent)
+        await self._say(_pieces(reply.text), cached=False, turn=turn)
         if reply.transfer and self.tenant.operator_extension:
             self.call.transfer_to = (self.tenant.operator_context,
                                      self.tenant.operator_extension)
@@ -276,15 +294,21 @@ class _Call:
             self.record.end_reason = "agent ended the call"
             self.finished.set()
 
-    async def _say(self, text: str, *, cached: bool, turn: dict[str, Any],
+    async def _say(self, pieces: AsyncIterator[str], *, cached: bool, turn: dict[str, Any],
                    state: CallState = CallState.SPEAKING) -> None:
-        """Speak ``text`` clause by clause; returns when the caller has heard all of it.
+        """Speak the reply piece by piece; returns when the caller has heard all of it.
 
-        Clauses are synthesized one after the other while earlier ones play, and
-        each one's frames are remembered, so a barge-in knows what was heard.
+        Pieces (clauses, or an LLM's sentences as it writes them) are synthesized
+        one after the other while earlier ones play, and each one's frames are
+        remembered, so a barge-in knows what was heard.
         """
         self.reply, self.reply_turn = SpokenReply(), turn
-        for clause in split_for_speech(text):
+        said: list[str] = []
+        async for clause in pieces:
+            turn.setdefault("reply_ready", time.monotonic())
+            if turn.get("llm"):
+                said.append(clause)
+                turn["reply"] = " ".join(said)
             self.reply.start_clause(clause)
             chunks = (self.agent._prompts.stream(self.agent._tts, clause) if cached
                       else self.agent._tts.stream(clause))
@@ -299,3 +323,9 @@ class _Call:
         await self.audio.wait_played()  # still "speaking" until the caller heard it all
         turn["played"] = time.monotonic()
         self.call.transition(CallState.LISTENING)
+
+
+async def _pieces(text: str) -> AsyncIterator[str]:
+    """A reply known in full, as the clauses it is spoken in."""
+    for clause in split_for_speech(text):
+        yield clause

@@ -1,0 +1,106 @@
+"""LLM-driven replies: streamed pieces, tool calls on the real tenant tools, failures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_llm_client import (
+    Reply,
+    ScriptedLlmServer,
+    closed_port_url,
+    finish_chunk,
+    role_chunk,
+    text_chunk,
+    tool_chunk,
+)
+from voice_agent.llm.dialog import DialogEngine, DialogState, Turn
+from voice_agent.llm.llm_dialog import APOLOGY, LlmDialog
+from voice_agent.llm.openai_compat import OpenAiChat
+from voice_agent.tenants import TenantRegistry
+from voice_agent.tenants.data import TenantDB, open_db
+
+TODAY = date(2026, 11, 29)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> TenantDB:
+    return open_db(tmp_path / "tenants.sqlite3")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedLlmServer]:
+    scripted = ScriptedLlmServer()
+    await scripted.start()
+    yield scripted
+    await scripted.close()
+
+
+def dialog(db: TenantDB, url: str, tenant: str = "techstore") -> LlmDialog:
+    t = TenantRegistry.load().resolve([tenant])
+    llm = OpenAiChat(url, "m", max_retries=0, retry_backoff=0.0)
+    return LlmDialog(t, db, llm, DialogEngine(t, db), today=lambda: TODAY)
+
+
+async def pieces(d: LlmDialog, state: DialogState, said: str) -> list[str]:
+    return [piece async for piece in d.reply(state, said)]
+
+
+def text_reply(*texts: str) -> Reply:
+    return Reply(events=[role_chunk(), *map(text_chunk, texts), finish_chunk("stop")])
+
+
+async def test_text_streams_as_speakable_pieces_and_lands_in_the_history(
+    db: TenantDB, server: ScriptedLlmServer,
+) -> None:
+    server.replies = [text_reply("Sure, let me ", "check that for you. ", "One moment.")]
+    d, state = dialog(db, server.base_url), DialogState(caller_id="+1555")
+    state.history = [Turn("agent", "Hi, this is TechStore. I can check an", interrupted=True)]
+    assert await pieces(d, state, "where is my order") == [
+        "Sure, let me check that for you.", "One moment."]
+    assert state.history[-2:] == [Turn("caller", "where is my order"),
+                                  Turn("agent", "Sure, let me check that for you. One moment.")]
+    [request] = server.requests
+    messages = request.body["messages"]
+    assert messages[0]["role"] == "system" and "TechStore" in messages[0]["content"]
+    assert "interrupted" in messages[1]["content"]  # the model knows it was cut off
+    assert messages[-1] == {"role": "user", "content": "where is my order"}
+    assert {t["function"]["name"] for t in request.body["tools"]} == {
+        "order_status", "return_policy", "product_availability"}
+
+
+async def test_a_tool_call_runs_the_tenant_tool_and_the_model_answers_from_it(
+    db: TenantDB, server: ScriptedLlmServer,
+) -> None:
+    server.replies = [
+        Reply(events=[role_chunk(), tool_chunk(0, '{"order_number": "12345"}', id="c1",
+                                               name="order_status"), finish_chunk("tool_calls")]),
+        text_reply("It shipped on Monday."),
+    ]
+    d, state = dialog(db, server.base_url), DialogState(caller_id="+1555")
+    assert await pieces(d, state, "where is order 12345") == ["It shipped on Monday."]
+    follow_up = server.requests[1].body["messages"]
+    assert follow_up[-2]["tool_calls"][0]["function"]["name"] == "order_status"
+    result = json.loads(follow_up[-1]["content"])
+    assert follow_up[-1]["tool_call_id"] == "c1" and result["status"] == "shipped"
+
+
+async def test_a_dead_server_hands_the_turn_to_the_embedded_engine(db: TenantDB) -> None:
+    d, state = dialog(db, closed_port_url()), DialogState(caller_id="+1555")
+    [answer] = await pieces(d, state, "where is my order 1 2 3 4 5")
+    assert "shipped" in answer  # the engine's order status, not silence
+    assert state.last_reply == answer
+
+
+async def test_a_stream_that_breaks_mid_reply_ends_with_an_apology(
+    db: TenantDB, server: ScriptedLlmServer,
+) -> None:
+    server.replies = [Reply(events=[role_chunk(), text_chunk("Your order is on its way. "),
+                                    text_chunk("It should")], complete=False)]
+    d, state = dialog(db, server.base_url), DialogState(caller_id="+1555")
+    assert await pieces(d, state, "where is my order") == ["Your order is on its way.", APOLOGY]
+    assert state.last_reply.endswith(APOLOGY)
