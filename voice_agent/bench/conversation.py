@@ -136,14 +136,16 @@ def _conversation_settings(settings: Settings, data: str) -> Settings:
     return settings.model_copy(update={"agent": "conversation", "data_dir": Path(data)})
 
 
-def _stamp(result: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    return result | {"transport": settings.media_transport, "commit": _git_commit(),
+def _stamp(result: dict[str, Any], settings: Settings, commit: str) -> dict[str, Any]:
+    """``commit``: read when the run started (the code that ran, not what HEAD became)."""
+    return result | {"transport": settings.media_transport, "commit": commit,
                      "machine": machine(),
                      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 async def latency(settings: Settings, turns: int, progress: Progress = print) -> dict[str, Any]:
     """``turns`` questions per tenant; V2V at the caller and the per-stage breakdown."""
+    commit = _git_commit()
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
         async with running_agent(_conversation_settings(settings, data)) as manager:
             await manager.wait_connected(30)
@@ -153,7 +155,7 @@ async def latency(settings: Settings, turns: int, progress: Progress = print) ->
     staged = [r["stages"] for r in rows if r["stages"]]
     return _stamp({"kind": "latency", "turns": rows, "v2v_s": _percentiles(v2v),
                    "stages_s": {s: _percentiles([st[s] for st in staged]) for s in STAGES},
-                   "stack": STACK}, settings)
+                   "stack": STACK}, settings, commit)
 
 
 async def compare(settings: Settings, turns: int, progress: Progress = print) -> dict[str, Any]:
@@ -164,6 +166,7 @@ async def compare(settings: Settings, turns: int, progress: Progress = print) ->
     turn ends on ``RECORD FILE``'s silence detection, which counts silent audio
     frames, so its caller sends 3 s of silence after each question.
     """
+    commit = _git_commit()
     paths: dict[str, Any] = {}
     process = psutil.Process()
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
@@ -189,12 +192,13 @@ async def compare(settings: Settings, turns: int, progress: Progress = print) ->
                            "none: AGI plays whole files and records only afterwards"}
     return _stamp({"kind": "compare", "paths": paths, "stack": STACK,
                    "targets": {"plan_agi_s": [4, 10], "plan_ari_s": [1, 3],
-                               "issue_v2v_p50_s": 0.9, "issue_v2v_p95_s": 1.5}}, settings)
+                               "issue_v2v_p50_s": 0.9, "issue_v2v_p95_s": 1.5}}, settings, commit)
 
 
 async def barge_in(settings: Settings, interruptions: int, coughs: int,
                    progress: Progress = print) -> dict[str, Any]:
     """Interrupt the long return-policy reply; then cough over it."""
+    commit = _git_commit()
     stt = WhisperStt()
     rows: list[dict[str, Any]] = []
     false_triggers = 0
@@ -238,7 +242,7 @@ async def barge_in(settings: Settings, interruptions: int, coughs: int,
                    "answered_new_question": sum(r["answered_new_question"] for r in rows),
                    "coughs": coughs, "false_barge_ins": false_triggers,
                    "false_barge_in_rate": false_triggers / coughs if coughs else None},
-                  settings)
+                  settings, commit)
 
 
 def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
