@@ -433,8 +433,8 @@ def _bench_conversation(run: Callable[[Settings], Awaitable[dict[str, Any]]]) ->
     summary = {k: v for k, v in result.items()
                if k in ("v2v_s", "stages_s", "stop_at_caller_s", "onset_to_detect_s",
                         "answered_new_question", "false_barge_ins", "coughs")}
-    for path, figures in result.get("paths", {}).items():
-        summary[path] = {"v2v_s": figures["v2v_s"],
+    for route, figures in result.get("paths", {}).items():
+        summary[route] = {"v2v_s": figures["v2v_s"],
                          "agent_cpu_pct_per_call": figures["agent_cpu_pct_of_a_core_per_call"]}
     console.print_json(data=summary)
     console.print(f"[green]written[/green] {path} and {path.with_suffix('.png')}")
