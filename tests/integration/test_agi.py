@@ -19,7 +19,7 @@ import pytest
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
 from voice_agent.config import Settings
 from voice_agent.sim.caller import place_local_call
-from voice_agent.sim.conversation import Ear
+from voice_agent.sim.conversation import Ear, words_heard
 from voice_agent.sim.phone import PhoneCall, SimPhone
 from voice_agent.sim.signals import speech
 from voice_agent.speech.stt import WhisperStt
@@ -30,14 +30,12 @@ from voice_agent.telephony.asterisk_ari import AriClient
 from voice_agent.telephony.local_asterisk import LocalAsterisk
 from voice_agent.tenants.data import open_db
 
-#: Number -> (tenant, what the caller asks, a word the spoken answer must contain,
-#: a phrase the agent's reply text must contain).
+#: Number -> (tenant, what the caller asks, a phrase the agent's reply text must contain).
 CASES = {
-    "100": ("techstore", "Where is my order one two three four five?", "ship", "shipped"),
-    "18005551234": ("techstore", "Where is my order one two three four five?", "ship",
-                    "shipped"),
-    "18005555678": ("healthplus", "What are your opening hours?", "downtown", "Downtown"),
-    "18005559999": ("edulearn", "I want to enrol in Python Basics.", "python", "Python Basics"),
+    "100": ("techstore", "Where is my order one two three four five?", "shipped"),
+    "18005551234": ("techstore", "Where is my order one two three four five?", "shipped"),
+    "18005555678": ("healthplus", "What are your opening hours?", "Downtown"),
+    "18005559999": ("edulearn", "I want to enrol in Python Basics.", "Python Basics"),
 }
 
 
@@ -111,7 +109,7 @@ async def test_without_ari_each_number_is_answered_by_agi_and_completes_a_turn(
     number: str, no_ari_agent: None, agi_server: FastAgiServer, dial, inspector: AriClient,
     settings: Settings, whisper: WhisperStt,
 ) -> None:
-    tenant, question, heard_word, reply_phrase = CASES[number]
+    tenant, question, reply_phrase = CASES[number]
     async with dial(number) as (call, ear):
         assert call.tenant == tenant  # set by the AGI session right after ANSWER
         session = next(iter(agi_server.sessions.values()))
@@ -125,10 +123,10 @@ async def test_without_ari_each_number_is_answered_by_agi_and_completes_a_turn(
         # Sequential loop: 2 s of silence end the turn, then STT, then the whole reply.
         await ear.end_of_speech(asked + 0.5, silence=1.0, timeout=40)
         answer = (await whisper.transcribe(ear.audio(asked))).text.lower()
-        assert heard_word in answer, answer
 
         turn = session.record.turns[-1]
         assert reply_phrase in turn["reply"], turn
+        assert words_heard(turn["reply"], answer) >= 0.5, answer  # the caller heard it
         assert (turn["speech_end"] <= turn["record_end"] <= turn["stt_final"]
                 <= turn["reply_ready"] <= turn["first_audio"] <= turn["played"])
         await call.hangup()

@@ -26,7 +26,7 @@ import pytest
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
 from voice_agent.config import Settings
 from voice_agent.llm.local_server import LocalLlmServer
-from voice_agent.sim.conversation import ScriptedCaller, Step
+from voice_agent.sim.conversation import ScriptedCaller, Step, words_heard
 from voice_agent.sim.phone import PhoneCall, SimPhone
 from voice_agent.sim.signals import speech
 from voice_agent.speech.stt import WhisperStt
@@ -85,13 +85,13 @@ async def test_techstore_answers_an_order_status_question(
 ) -> None:
     async with talk_to("18005551234") as talk:
         greeting = await talk.caller.greeting()
-        assert "techstore" in greeting.heard.lower().replace(" ", ""), greeting
+        assert words_heard(talk.session.tenant.greeting, greeting.heard) >= 0.5, greeting
         await talk.caller.step(Step(ORDER_QUESTION))
         [_, answer] = await talk.caller.finish()
-        assert "ship" in answer.heard.lower(), answer  # tiny.en sometimes hears "shipton"
         assert answer.latency_s is not None and answer.latency_s > 0
         turn = talk.session.record.turns[-1]
         assert "shipped" in turn["reply"]
+        assert words_heard(turn["reply"], answer.heard) >= 0.5, answer
         assert turn["speech_end"] <= turn["stt_final"] <= turn["reply_ready"] <= turn["first_audio"]
         await talk.call.hangup()
         await assert_nothing_left(inspector, talk.manager)
@@ -108,10 +108,10 @@ async def test_healthplus_books_an_appointment_that_is_then_in_the_database(
         [*_, confirm] = await talk.caller.finish()
         assert "shall i book" in talk.session.record.turns[-1]["reply"].lower(), \
             talk.session.record.turns
-        assert "monday" in confirm.heard.lower(), confirm  # the caller heard the date
+        assert words_heard(talk.session.record.turns[-1]["reply"], confirm.heard) >= 0.5, confirm
         await talk.caller.step(Step("Yes please."))
         [*_, booked] = await talk.caller.finish()
-        assert "book" in booked.heard.lower(), booked  # tiny.en: "You're booked"/"Your book"
+        assert words_heard(talk.session.record.turns[-1]["reply"], booked.heard) >= 0.5, booked
         [(day, clinic, time, status)] = talk.rows(
             "SELECT day, clinic, time, status FROM appointments WHERE id > 2")  # 2 are seeded
         assert (clinic, time, status) == ("Downtown", "15:00", "booked")
@@ -132,7 +132,7 @@ async def test_edulearn_enrols_the_caller_in_a_course(
             talk.session.record.turns
         await talk.caller.step(Step("Yes."))
         [*_, enrolled] = await talk.caller.finish()
-        assert "enrolled" in enrolled.heard.lower() or "enroll" in enrolled.heard.lower(), \
+        assert words_heard(talk.session.record.turns[-1]["reply"], enrolled.heard) >= 0.5, \
             enrolled
         caller = talk.session.record.caller or "anonymous"
         assert talk.rows(f"SELECT course_code FROM enrolments WHERE caller_id = '{caller}'"
@@ -157,7 +157,7 @@ async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
         assert interruption.barge_in_stop_s is not None  # the caller heard the agent stop
         assert "prepaid label" not in policy.heard.lower()  # the end was never played
         assert "shipped" in record.turns[-1]["reply"].lower(), record.turns
-        assert "ship" in interruption.heard.lower(), interruption
+        assert words_heard(record.turns[-1]["reply"], interruption.heard) >= 0.5, interruption
         await talk.call.hangup()
         await assert_nothing_left(inspector, talk.manager)
 
@@ -175,7 +175,8 @@ async def test_a_cough_during_a_reply_does_not_interrupt_it(
         record = talk.session.record
         assert not record.barge_ins, record.barge_ins
         assert "played" in record.turns[-1] and not record.turns[-1].get("interrupted")
-        assert "label" in policy.heard.lower(), policy  # its last sentence reached the caller
+        last_sentence = record.turns[-1]["reply"].rsplit(". ", 1)[-1]
+        assert words_heard(last_sentence, policy.heard) >= 0.5, policy  # it reached the caller
         await talk.call.hangup()
         await assert_nothing_left(inspector, talk.manager)
 
@@ -263,6 +264,6 @@ async def test_a_dead_llm_server_leaves_the_embedded_engine_answering(
         [*_, answer] = await talk.caller.finish()
         turn = talk.session.record.turns[-1]
         assert turn["llm"] and "shipped" in turn["reply"], turn  # the engine's answer
-        assert "ship" in answer.heard.lower(), answer
+        assert words_heard(turn["reply"], answer.heard) >= 0.5, answer
         await talk.call.hangup()
         await assert_nothing_left(inspector, talk.manager)

@@ -29,7 +29,7 @@ import numpy as np
 
 from voice_agent.sim.phone import PhoneCall, SimPhone
 from voice_agent.sim.signals import rms_envelope, speech
-from voice_agent.speech.stt import SpeechToText
+from voice_agent.speech.stt import SpeechToText, normalize_words
 from voice_agent.telephony.call_audio import FRAME_SECONDS
 
 #: RMS (PCM16) above which a 20 ms frame counts as someone speaking; line silence is < 50.
@@ -244,6 +244,18 @@ class ScriptedCaller:
             return ""
         audio = self.ear.audio(start - 0.1, None if end is None else end + 0.1)
         return (await self.stt.transcribe(audio)).text.strip() if len(audio) else ""
+
+
+def words_heard(said: str, heard: str) -> float:
+    """Share of the words of ``said`` that occur in the transcript ``heard`` (0 to 1).
+
+    How much of a reply reached the caller, as far as speech recognition can
+    tell: robust to the single words a small model mishears on phone audio
+    ("has shipped" → "how should then"), where checking one keyword is not.
+    """
+    words = normalize_words(said.replace("-", " "))
+    found = set(normalize_words(heard.replace("-", " ")))
+    return sum(word in found for word in words) / len(words) if words else 1.0
 
 
 async def talk(ari_url: str, user: str, password: str, number: str, steps: list[Step],

@@ -1,0 +1,24 @@
+"""The scripted caller's measures that need no call: how much of a reply was heard."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voice_agent.sim.conversation import _speech_bounds, words_heard
+from voice_agent.sim.signals import tone
+
+
+def test_words_heard_tolerates_single_misheard_words_but_not_a_different_reply() -> None:
+    reply = "Order 1 2 3 4 5, your AeroBook 14 laptop, has shipped and should arrive Thursday."
+    misheard = "order 1-2-3-4-5. your arrow book 14 left-top. how should then should arrive"
+    assert 0.5 <= words_heard(reply, misheard) < 1.0
+    assert words_heard(reply, reply.upper()) == 1.0
+    assert words_heard(reply, "Sorry, I didn't catch that.") < 0.2
+    assert words_heard("", "anything") == 1.0
+
+
+def test_speech_bounds_skip_the_clip_s_leading_and_trailing_silence() -> None:
+    silence = np.zeros(8000, np.int16)  # 0.5 s
+    clip = np.concatenate([silence, tone(440, 1.0), silence])
+    first, last = _speech_bounds(clip)
+    assert abs(first - 0.5) <= 0.02 and abs(last - 1.5) <= 0.02
