@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from tests.unit import test_llm_client
 from tests.unit.test_llm_client import (
     Reply,
     ScriptedLlmServer,
@@ -25,19 +25,12 @@ from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import TenantDB, open_db
 
 TODAY = date(2026, 11, 29)
+server = test_llm_client.server  # the scripted OpenAI-compatible server fixture
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> TenantDB:
     return open_db(tmp_path / "tenants.sqlite3")
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[ScriptedLlmServer]:
-    scripted = ScriptedLlmServer()
-    await scripted.start()
-    yield scripted
-    await scripted.close()
 
 
 def dialog(db: TenantDB, url: str, tenant: str = "techstore") -> LlmDialog:

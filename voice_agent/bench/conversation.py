@@ -29,7 +29,6 @@ import contextlib
 import datetime
 import functools
 import itertools
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from voice_agent.bench.media import RESULTS, _git_commit, machine
+from voice_agent.bench.media import RESULTS, _git_commit, machine, write_result
 from voice_agent.config import Settings
 from voice_agent.service import running_agent
 from voice_agent.sim.conversation import Exchange, ScriptedCaller, Step
@@ -278,9 +277,4 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
                   [len(result["interruptions"]), result["coughs"] - result["false_barge_ins"]])
         right.set(title="counts")
     figure.suptitle(f"{name} — commit {result['commit']}, {result['transport']}")
-    figure.tight_layout()
-    figure.savefig(results / f"{name}.png", dpi=90)
-    plt.close(figure)
-    path = results / f"{name}.json"
-    path.write_text(json.dumps(result, indent=2))
-    return path
+    return write_result(figure, result, results, name)

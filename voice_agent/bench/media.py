@@ -261,6 +261,21 @@ async def _drive(settings: Settings, calls: int, seconds: float, agent: psutil.P
     }
 
 
+def write_result(figure: Any, result: dict[str, Any], results: Path, stem: str) -> Path:
+    """``<stem>.png`` from ``figure`` (closed afterwards) and ``<stem>.json``; the JSON path.
+
+    Every benchmark writes its results this way, so they all land side by side.
+    """
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(results / f"{stem}.png", dpi=90)
+    plt.close(figure)
+    path = results / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
 def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     """Write ``media-<transport>-<N>.json`` and its PNG; returns the JSON path."""
     import matplotlib
@@ -277,12 +292,7 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     right.hist(np.array(jitter) * 1000, bins=40, log=True)
     right.set(title="inter-arrival jitter at the caller", xlabel="|Δt − 20 ms|, ms")
     figure.suptitle(f"{result['transport']} — commit {result['commit']}")
-    figure.tight_layout()
-    figure.savefig(results / f"{stem}.png", dpi=90)
-    plt.close(figure)
-    path = results / f"{stem}.json"
-    path.write_text(json.dumps(result, indent=2))
-    return path
+    return write_result(figure, result, results, stem)
 
 
 COLUMNS = [("transport", "{}"), ("calls", "{}"), ("answered", "{}"),

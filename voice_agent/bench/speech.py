@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from voice_agent.bench.media import RESULTS, _git_commit, machine
+from voice_agent.bench.media import RESULTS, _git_commit, machine, write_result
 from voice_agent.config import Settings
 from voice_agent.llm.local_server import LocalLlmServer
 from voice_agent.llm.openai_compat import ChatMessage, OpenAiChat, StreamEnd, TextDelta
@@ -166,9 +165,4 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     right.set(title="simultaneous turn ends", xlabel="callers", ylabel="STT ms")
     right.legend()
     figure.suptitle(f"speech stack — commit {result['commit']}")
-    figure.tight_layout()
-    figure.savefig(results / "speech.png", dpi=90)
-    plt.close(figure)
-    path = results / "speech.json"
-    path.write_text(json.dumps(result, indent=2))
-    return path
+    return write_result(figure, result, results, "speech")

@@ -64,7 +64,7 @@ class LlmDialog:
         self.today = today
         self.tools = TOOL_SPECS.get(tenant.name, ())
 
-    def system_prompt(self, state: DialogState) -> str:
+    def system_prompt(self) -> str:
         rules = "".join(f"\n- {rule}" for rule in self.tenant.rules)
         return (f"{self.tenant.persona or f'The phone agent of {self.tenant.display_name}.'}\n"
                 f"You are on a phone call: answer in short spoken sentences, no lists or "
@@ -72,7 +72,7 @@ class LlmDialog:
                 f"Today is {self.today():%A, %B %d, %Y}.{rules}")
 
     def messages(self, state: DialogState, said: str) -> list[ChatMessage]:
-        history = [ChatMessage("system", self.system_prompt(state))]
+        history = [ChatMessage("system", self.system_prompt())]
         for turn in state.history:
             if turn.speaker == "caller":
                 history.append(ChatMessage("user", turn.text))
