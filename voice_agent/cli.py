@@ -420,6 +420,25 @@ def bench_media(
     console.print(media.summary())
 
 
+@bench_app.command("media-agent")
+def bench_media_agent(
+    calls: Annotated[list[int], typer.Option(help="Concurrent calls (repeatable).")] = [200],  # noqa: B006
+    seconds: Annotated[float, typer.Option(help="Measurement window per run.")] = 20.0,
+) -> None:
+    """The agent's RTP media plane alone (fake RTP peer, no Asterisk): where its limit is."""
+    from voice_agent.bench import media_agent
+
+    for n in calls:
+        console.print(f"[cyan]bench[/cyan] media-agent: {n} echo calls from a fake RTP peer "
+                      f"for {seconds:.0f} s (no Asterisk)")
+        result = uvloop.run(media_agent.run(n, seconds))
+        path = media_agent.save(result)
+        console.print(f"  agent {result['agent_cpu_pct']:.0f}% of a core "
+                      f"({result['agent_us_per_call_frame']:.0f} µs per call-frame) · late "
+                      f"{result['late_frames_pct']:.2f}% · lost {result['lost_pct'] or 0:.2f}% · "
+                      f"rtd p95 {result['rtd_ms_p95'] or 0:.0f} ms → {path}")
+
+
 def _bench_conversation(run: Callable[[Settings], Awaitable[dict[str, Any]]]) -> None:
     from voice_agent.bench import conversation
 
