@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     max_call_seconds: float = Field(
         3600.0, gt=0, description="Hard cap on one call's length (runaway protection)."
     )
+    reconcile_seconds: float = Field(
+        60.0, ge=0,
+        description="Every this many seconds, compare live calls, media channels and bridges "
+        "with Asterisk and clean up leftovers seen on two checks in a row (0 = only after "
+        "an ARI reconnect).",
+    )
 
     # --- Agent and media -----------------------------------------------------
     agent: Literal["greeting", "echo", "conversation"] = Field(

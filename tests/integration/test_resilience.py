@@ -120,3 +120,23 @@ async def test_agent_start_removes_what_a_crashed_run_left(
             assert "someone-elses-bridge" in bridges
     finally:
         await inspector.destroy_bridge("someone-elses-bridge")
+
+
+async def test_periodic_check_removes_a_leftover_and_spares_live_calls(
+    start_agent: AgentFactory, settings: Settings, inspector: AriClient
+) -> None:
+    """A bridge of ours that appears while connected (no reconnect) is cleaned up by the janitor."""
+    async with start_agent(reconcile_seconds=0.3, agent="echo") as manager:
+        live_call = asyncio.create_task(
+            place_local_call(*_credentials(settings), "100", hold_seconds=4))
+        await eventually(lambda: any(s.state == CallState.LISTENING
+                                     for s in manager.sessions.values()), what="call up")
+        leftover = f"{settings.app_name}-bridge-failed-teardown"
+        await inspector.create_bridge(leftover)
+        await eventually(lambda: manager.orphans_removed >= 1, what="leftover removed")
+        assert leftover not in {b["id"] for b in await inspector.list_bridges()}
+        assert len(manager.sessions) == 1, "the live call's own bridge and media stay"
+        result = await live_call
+        assert result.answered and result.hung_up_by == "caller"
+        await eventually(lambda: not manager.sessions, what="session closed")
+        await assert_nothing_left(inspector, manager)

@@ -99,6 +99,11 @@ class FakeAri:
             raise self.list_channels_error
         return [{"id": channel_id, "state": "Up"} for channel_id in self.live_channels]
 
+    async def events(self, on_connected: Any = None) -> AsyncIterator[dict[str, Any]]:
+        """An events socket on which nothing happens (tests dispatch events by hand)."""
+        await asyncio.Event().wait()
+        yield {}
+
     async def list_bridges(self) -> list[dict[str, Any]]:
         self.calls.append(("list_bridges", ""))
         return [{"id": bridge_id} for bridge_id in self.live_bridges]
@@ -660,3 +665,49 @@ async def test_reconcile_removes_only_our_orphans(manager: SessionManager) -> No
     assert destroyed == ["voice_agent-bridge-orphan"]
     assert manager.orphans_removed == 2
     assert "c1" in manager.sessions
+
+
+async def test_periodic_check_acts_only_on_what_it_finds_twice(manager: SessionManager) -> None:
+    fake = manager.ari  # type: ignore[assignment]
+    session = await start_call(manager, "c1")
+    fake.live_channels = ["c1", "voice_agent-media-orphan", "voice_agent-media-being-set-up"]
+    fake.live_bridges = [*session.record.bridges, "voice_agent-bridge-orphan"]
+    await manager.reconcile(confirm=True)  # first sighting: nothing removed yet
+    assert [c for c in fake.calls if c[0] in ("hangup", "destroy_bridge")] == []
+    manager.helpers.expect("voice_agent-media-being-set-up")  # its call finished setting up
+    await manager.reconcile(confirm=True)
+    removed = [c[:2] for c in fake.calls if c[0] in ("hangup", "destroy_bridge")]
+    assert removed == [("hangup", "voice_agent-media-orphan"),
+                       ("destroy_bridge", "voice_agent-bridge-orphan")]
+    assert "c1" in manager.sessions
+
+
+async def test_periodic_check_closes_a_session_whose_channel_stays_gone(
+    manager: SessionManager, fake: FakeAri
+) -> None:
+    session = await start_call(manager, "c1")
+    fake.live_channels = []
+    await manager.reconcile(confirm=True)
+    await spin()
+    assert "c1" in manager.sessions  # one sighting could be a race
+    await manager.reconcile(confirm=True)
+    await settle(lambda: "c1" not in manager.sessions)
+    assert session.record.end_reason == "channel gone (found by the periodic check)"
+
+
+async def test_janitor_runs_while_connected(fake: FakeAri) -> None:
+    settings = Settings(reconcile_seconds=0.01, _env_file=None)  # type: ignore[call-arg]
+    manager = SessionManager(fake, TenantRegistry.load(), settings)  # type: ignore[arg-type]
+    fake.live_bridges = ["voice_agent-bridge-orphan"]
+    manager.start()
+    try:
+        await asyncio.sleep(0.1)  # ten janitor periods
+        assert manager.orphans_removed == 0  # not connected: no checks
+        fake.connected.set()
+        for _ in range(500):  # bounded wait for two checks (not a timing assertion)
+            if manager.orphans_removed:
+                break
+            await asyncio.sleep(0.01)
+        assert fake.bridge_calls("destroy_bridge")[0] == "voice_agent-bridge-orphan"
+    finally:
+        await manager.shutdown()

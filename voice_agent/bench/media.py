@@ -177,6 +177,28 @@ class AgentProcess:
         self.process.terminate()
         async with asyncio.timeout(30):
             await self.process.wait()
+        await self._settle()
+
+    async def _settle(self, timeout: float = 60.0) -> None:
+        """Wait until Asterisk has dropped our app and hung up every channel.
+
+        After a 200-call run Asterisk needs many seconds to tear the calls
+        down; a next run started earlier finds the old app still registered
+        (its calls then fail Stasis: "Call Rejected") and competes with the
+        teardown for CPU. So each run starts on an idle Asterisk.
+        """
+        base = f"{self.settings.ari_url}/ari"
+        auth = (self.settings.ari_user, self.settings.ari_secret())
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(auth=auth, timeout=5) as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    app = await http.get(f"{base}/applications/{self.settings.app_name}")
+                    channels = (await http.get(f"{base}/channels")).json()
+                    if app.status_code == 404 and not channels:
+                        return
+                await asyncio.sleep(0.5)
+        log.warning("Asterisk still busy %.0f s after the run (app or channels left)", timeout)
 
 
 async def run(settings: Settings, transport: str, calls: int, seconds: float,
@@ -309,7 +331,8 @@ def summary(results: Path = RESULTS) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted((json.loads(p.read_text()) for p in results.glob("media-*-*.json")),
+    paths = [p for t in ("rtp", "websocket") for p in results.glob(f"media-{t}-*.json")]
+    runs = sorted((json.loads(p.read_text()) for p in paths),
                   key=lambda r: (r["transport"], r["calls"]))
     header = "| " + " | ".join(name for name, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * len(COLUMNS)]

@@ -10,7 +10,13 @@ the ``voice_agent`` app and owns every :class:`CallSession`:
   everything it created;
 * after every events-socket (re)connect → reconcile: sessions whose channel no
   longer exists in Asterisk (it restarted, or the call ended while we were
-  disconnected) are closed.
+  disconnected) are closed, and media channels and bridges of ours that no
+  session owns are removed;
+* every ``reconcile_seconds`` while connected → the same check as a janitor,
+  for leftovers no event announces (a teardown whose REST call failed under
+  load, a lost ``StasisEnd``). It acts only on what it found on two checks in a
+  row: a call being set up has a media channel or bridge for a moment before
+  its session records it, and one check alone cannot tell that from a leftover.
 
 Handlers run synchronously in event order and never block; any waiting
 (answer, playback) happens in per-call tasks the manager tracks, so a slow
@@ -89,6 +95,9 @@ class SessionManager:
         self.orphans_removed = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._events_task: asyncio.Task[None] | None = None
+        self._janitor_task: asyncio.Task[None] | None = None
+        #: What the last janitor check found out of line (acted on if seen again).
+        self._suspects: set[str] = set()
         self._handlers: dict[str, Callable[[Event], None]] = {
             "StasisStart": self._on_stasis_start,
             "StasisEnd": self._on_channel_gone,
@@ -101,6 +110,18 @@ class SessionManager:
     def start(self) -> None:
         """Start consuming events (reconnecting under the hood) in a background task."""
         self._events_task = asyncio.create_task(self._consume(), name="ari-events")
+        if self._settings.reconcile_seconds > 0:
+            self._janitor_task = asyncio.create_task(
+                self._janitor(self._settings.reconcile_seconds), name="ari-janitor")
+
+    async def _janitor(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.ari.connected.is_set():
+                try:
+                    await self.reconcile(confirm=True)
+                except Exception:  # the janitor must outlive any one bad check
+                    log.exception("periodic reconcile failed")
 
     async def _consume(self) -> None:
         async for event in self.ari.events(on_connected=self.reconcile):
@@ -134,13 +155,15 @@ class SessionManager:
         except Exception:
             log.exception("error handling ARI event %s", event.get("type"))
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, *, confirm: bool = False) -> None:
         """Bring our view and Asterisk's back in line (after every (re)connect).
 
         Sessions whose channel Asterisk no longer has are closed; media
         channels and bridges carrying this app's id prefix that no live
         session owns (left by a crashed run, or by a teardown that failed
-        while Asterisk was overloaded) are removed.
+        while Asterisk was overloaded) are removed. With ``confirm`` (the
+        periodic janitor) only what the previous ``confirm`` check also found
+        is acted on, so calls in the middle of setup or teardown are left alone.
         """
         try:
             channels = await self.ari.list_channels()
@@ -149,17 +172,25 @@ class SessionManager:
             log.warning("reconcile skipped: %s", exc)
             return
         live = {channel["id"] for channel in channels}
-        for channel_id, session in list(self.sessions.items()):
-            if channel_id not in live:
-                log.warning("call %s: channel %s vanished while ARI was disconnected",
-                            session.id, channel_id)
-                session.on_caller_gone("channel gone after ARI reconnect")
+        vanished = [channel_id for channel_id in self.sessions if channel_id not in live]
         owned_bridges = {b for s in self.sessions.values() for b in s.record.bridges}
         media_prefix, own_bridges = media_channel_prefix(self.ari.app), bridge_prefix(self.ari.app)
         orphans = [c["id"] for c in channels
                    if c["id"].startswith(media_prefix) and c["id"] not in self.helpers]
         stale = [b["id"] for b in bridges
                  if b["id"].startswith(own_bridges) and b["id"] not in owned_bridges]
+        if confirm:
+            found = {*vanished, *orphans, *stale}
+            seen_before, self._suspects = self._suspects, found
+            vanished, orphans, stale = ([i for i in ids if i in seen_before]
+                                        for ids in (vanished, orphans, stale))
+        for channel_id in vanished:
+            session = self.sessions.get(channel_id)
+            if session is not None:
+                log.warning("call %s: channel %s no longer exists in Asterisk",
+                            session.id, channel_id)
+                session.on_caller_gone("channel gone after ARI reconnect" if not confirm
+                                       else "channel gone (found by the periodic check)")
         for channel_id in orphans:
             await self._remove(self.ari.hangup, channel_id)
         for bridge_id in stale:
@@ -187,6 +218,10 @@ class SessionManager:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._janitor_task is not None:
+            self._janitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor_task
         if self._events_task is not None:
             self._events_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, AriError):
