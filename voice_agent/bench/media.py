@@ -159,6 +159,10 @@ class AgentProcess:
         self.process: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> psutil.Process:
+        # An app left registered by an earlier agent answers the readiness probe
+        # below while inactive ("Stasis app not active": calls are rejected), so
+        # wait until Asterisk has dropped it before starting ours.
+        await self._settle()
         env = {**os.environ, "VOICE_AGENT_LOG_LEVEL": "WARNING"}
         self.process = await asyncio.create_subprocess_exec(*self.cmd, env=env)
         app = f"{self.settings.ari_url}/ari/applications/{self.settings.app_name}"
@@ -180,12 +184,12 @@ class AgentProcess:
         await self._settle()
 
     async def _settle(self, timeout: float = 60.0) -> None:
-        """Wait until Asterisk has dropped our app and hung up every channel.
+        """Wait until Asterisk has dropped the agent's app and hung up every channel.
 
         After a 200-call run Asterisk needs many seconds to tear the calls
         down; a next run started earlier finds the old app still registered
         (its calls then fail Stasis: "Call Rejected") and competes with the
-        teardown for CPU. So each run starts on an idle Asterisk.
+        teardown for CPU. So each run starts and ends on an idle Asterisk.
         """
         base = f"{self.settings.ari_url}/ari"
         auth = (self.settings.ari_user, self.settings.ari_secret())
