@@ -13,6 +13,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from tests.unit.test_rtp_transport import _server
 from voice_agent.telephony.audio_bridge import (
     Resampler,
     alaw_decode,
@@ -23,9 +24,7 @@ from voice_agent.telephony.audio_bridge import (
     ulaw_encode,
 )
 from voice_agent.telephony.batch_codec import BatchResampler, decode_rows, encode_rows
-from voice_agent.telephony.media_clock import MediaClock
 from voice_agent.telephony.rtp import build_rtp, parse_rtp
-from voice_agent.telephony.rtp_transport import RtpMediaServer
 
 RNG = np.random.default_rng(7)
 
@@ -97,24 +96,6 @@ def test_row_codecs_match_the_per_frame_codecs(fmt, decode, encode) -> None:  # 
     assert [row.tobytes() for row in wire] == [encode(s) for s in samples]
     np.testing.assert_array_equal(decode_rows(fmt, wire), np.stack([decode(r.tobytes())
                                                                     for r in wire]))
-
-
-class _Capture:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sent.append((data, addr))
-
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 40000)
-
-
-def _server() -> tuple[RtpMediaServer, _Capture]:
-    server = RtpMediaServer(MediaClock())
-    capture = _Capture()
-    server.connection_made(capture)  # type: ignore[arg-type]
-    return server, capture
 
 
 async def test_a_turn_of_packets_from_many_calls_decodes_like_per_call_codecs() -> None:
