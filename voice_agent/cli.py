@@ -396,6 +396,10 @@ def bench_media(
     seconds: Annotated[float, typer.Option(help="Measurement window per run.")] = 20.0,
     transport: Annotated[list[str], typer.Option(help="rtp and/or websocket (repeatable).")]
     = ["rtp"],  # noqa: B006
+    phones: Annotated[str, typer.Option(
+        help="sim: every call a measured simulated phone (two SIP legs in Asterisk per "
+        "call); sipp: 10 measured phones, the rest sipp calls (one leg each, like real "
+        "callers).")] = "sim",
 ) -> None:
     """N concurrent echo calls through Asterisk: CPU, jitter, loss, late frames, round trip."""
     from voice_agent.bench import media
@@ -410,7 +414,8 @@ def bench_media(
         for n in calls:
             console.print(f"[cyan]bench[/cyan] media: {n} calls over {kind} for {seconds:.0f} s")
             result = asyncio.run(media.run(settings, kind, n, seconds, local.pid(),
-                                           progress=lambda m: console.print(f"  {m}")))
+                                           progress=lambda m: console.print(f"  {m}"),
+                                           phones=phones))
             path = media.save(result)
             console.print(f"  {result['answered']}/{n} answered · agent "
                           f"{result['agent_cpu_pct']:.0f}% · Asterisk "

@@ -8,12 +8,10 @@ server's batch turn (several packets of one call in one turn, closed calls).
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 
-from tests.unit.test_rtp_transport import _server
+from tests.unit.test_rtp_transport import _server, batch_decoded
 from voice_agent.telephony.audio_bridge import (
     Resampler,
     alaw_decode,
@@ -98,18 +96,18 @@ def test_row_codecs_match_the_per_frame_codecs(fmt, decode, encode) -> None:  # 
                                                                     for r in wire]))
 
 
-async def test_a_turn_of_packets_from_many_calls_decodes_like_per_call_codecs() -> None:
+async def test_a_batch_of_packets_from_many_calls_decodes_like_per_call_codecs() -> None:
     server, _ = _server()
     remotes = [("127.0.0.1", 15000 + i) for i in range(4)]
     calls = [server.attach(remote, "ulaw") for remote in remotes]
     payloads = [[ulaw_encode(_noise(160)) for _ in range(3)] for _ in remotes]
-    for seq in range(3):  # call 0..3 interleaved, three packets each, one loop turn
+    for seq in range(3):  # call 0..3 interleaved, three packets each, one batch
         for remote, mine in zip(remotes, payloads, strict=True):
             server.datagram_received(
                 build_rtp(payload_type=0, sequence=seq, timestamp=seq * 160, ssrc=1,
                           payload=mine[seq]), remote)
-    assert all(call.stats.frames_in == 0 for call in calls)  # nothing until the turn ends
-    await asyncio.sleep(0)
+    assert all(call.stats.frames_in == 0 for call in calls)  # nothing before the batch
+    await batch_decoded()
     for call, mine in zip(calls, payloads, strict=True):
         reference = Resampler(8000, 16000)
         frames = [call._inbound.get_nowait() for _ in range(3)]
@@ -143,7 +141,7 @@ async def test_hang_up_delivers_the_frames_still_in_the_batch() -> None:
     call = server.attach(("127.0.0.1", 15000), "ulaw")
     server.datagram_received(build_rtp(payload_type=0, sequence=1, timestamp=0, ssrc=1,
                                        payload=b"\x00" * 160), call.remote)
-    await call.aclose()  # before the turn's batch decode ran
+    await call.aclose()  # before the batch decode ran
     frames = [frame async for frame in call.frames()]
     assert len(frames) == 1 and np.abs(frames[0].pcm).max() > 1000
     await server.clock.aclose()

@@ -11,7 +11,7 @@ from voice_agent.telephony.audio_bridge import ulaw_encode
 from voice_agent.telephony.call_audio import FRAME_SAMPLES
 from voice_agent.telephony.media_clock import MediaClock
 from voice_agent.telephony.rtp import build_rtp, parse_rtp
-from voice_agent.telephony.rtp_transport import RtpMediaServer
+from voice_agent.telephony.rtp_transport import DECODE_WINDOW, RtpMediaServer
 
 ASTERISK = ("127.0.0.1", 14000)
 
@@ -37,6 +37,15 @@ def _server() -> tuple[RtpMediaServer, CapturingTransport]:
     return server, transport
 
 
+async def batch_decoded() -> None:
+    """Until the batch decode scheduled by the datagrams so far has run.
+
+    It is a timer DECODE_WINDOW after the first datagram; a sleep of the same
+    length started later ends after it (asyncio runs timers in deadline order).
+    """
+    await asyncio.sleep(DECODE_WINDOW)
+
+
 def _packet(seq: int, payload: bytes) -> bytes:
     return build_rtp(payload_type=0, sequence=seq, timestamp=seq * 160, ssrc=7, payload=payload)
 
@@ -51,7 +60,7 @@ async def test_datagrams_reach_their_call_and_strangers_are_counted() -> None:
     server.datagram_received(_packet(99, b"\xff" * 160), ("127.0.0.1", 14002))
     server.datagram_received(_packet(99, b"\xff" * 160), ("10.0.0.9", 14000))
     assert server.stats.unknown_source == 2
-    await asyncio.sleep(0)  # the batch decode runs at the end of this loop turn
+    await batch_decoded()
     frames = [call._inbound.get_nowait() for _ in range(10)]
     assert all(len(f.pcm) == FRAME_SAMPLES for f in frames)
     pcm = np.concatenate([f.pcm for f in frames])
@@ -64,7 +73,7 @@ async def test_ipv4_mapped_source_matches() -> None:
     server, _ = _server()
     call = server.attach(ASTERISK, "ulaw")
     server.datagram_received(_packet(1, b"\xff" * 160), ("::ffff:127.0.0.1", 14000, 0, 0))
-    await asyncio.sleep(0)
+    await batch_decoded()
     assert server.stats.unknown_source == 0 and call.stats.frames_in == 1
     await call.aclose()
     await server.clock.aclose()
@@ -76,7 +85,7 @@ async def test_malformed_rtp_is_counted_never_raised() -> None:
     for junk in (b"", b"\x80", b"\x00" * 40, b"\x80\x00\x00", bytes(range(256))):
         server.datagram_received(junk, ASTERISK)
     server.datagram_received(_packet(5, b"\xff" * 160), ASTERISK)  # still works after
-    await asyncio.sleep(0)
+    await batch_decoded()
     assert server.stats.malformed >= 3
     assert call.stats.frames_in == 1
     await call.aclose()

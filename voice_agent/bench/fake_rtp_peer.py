@@ -11,8 +11,12 @@ Protocol on stdin/stdout (one JSON line each way):
   out ``{"calls": [{"sent": [...], "arrivals": [[t, level], ...]}, ...]}`` when done.
 
 Each stream sends the media benchmark's probe (a 60 ms 1 kHz burst every
-second, µ-law silence otherwise) as 20 ms RTP packets on one shared deadline
-grid, like Asterisk's UnicastRTP channels do.
+second, µ-law silence otherwise) as 20 ms RTP packets on a drift-free
+deadline grid. The streams are spread over the 20 ms period in
+:data:`PHASES` groups, because real callers' packets are not in phase with
+each other: Asterisk relays each caller's frames as they arrive, so the agent
+sees a trickle of packets, not one burst per period (which would flatter any
+batching in the agent).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from voice_agent.bench.media import FRAME, probe_payloads
 from voice_agent.telephony.audio_bridge import ULAW_DECODE
 
 _HEADER = struct.Struct("!BBHII")
+PHASES = 10  # send groups per 20 ms period (2 ms apart)
 
 
 class _Stream(asyncio.DatagramProtocol):
@@ -70,12 +75,15 @@ async def _main(calls: int) -> None:
     target = (order["target"][0], int(order["target"][1]))
     payloads = probe_payloads(order["seconds"])
     start = time.monotonic()
+    groups = [streams[phase::PHASES] for phase in range(PHASES)]
     for n, payload in enumerate(payloads):
-        await asyncio.sleep(max(0.0, start + n * FRAME - time.monotonic()))
-        now = time.monotonic()
-        for stream in streams:
-            stream.send(payload, target, n)
-            stream.sent.append(now)
+        for phase, group in enumerate(groups):
+            due = start + (n + phase / PHASES) * FRAME
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            now = time.monotonic()
+            for stream in group:
+                stream.send(payload, target, n)
+                stream.sent.append(now)
     await asyncio.sleep(0.6)  # the last echoes
     print(json.dumps({"calls": [{"sent": s.sent, "arrivals": s.arrivals} for s in streams]}),
           flush=True)

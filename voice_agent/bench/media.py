@@ -39,6 +39,7 @@ import httpx
 import numpy as np
 import psutil
 
+from voice_agent.bench.sipp_load import CALLS_PER_SECOND, SippLoad
 from voice_agent.config import Settings
 from voice_agent.sim.phone import PhoneCall, SimPhone
 from voice_agent.sim.signals import tone
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 RESULTS = Path("bench/results")
 FRAME = 0.02
 BURST_FRAMES = 3
+MEASURED_WITH_SIPP = 10  # measured phones in a --phones sipp run; sipp places the rest
 LOUD = 1500.0  # mean |sample| separating the burst (≈6000) from silence (≈0)
 
 
@@ -206,18 +208,39 @@ class AgentProcess:
 
 
 async def run(settings: Settings, transport: str, calls: int, seconds: float,
-              asterisk_pid: int | None, progress: Any = print) -> dict[str, Any]:
-    """One benchmark run; returns the result record (also written as JSON + PNG)."""
+              asterisk_pid: int | None, progress: Any = print,
+              phones: str = "sim") -> dict[str, Any]:
+    """One benchmark run; returns the result record (also written as JSON + PNG).
+
+    ``phones="sim"``: every call is a measured simulated phone. ``"sipp"``:
+    :data:`MEASURED_WITH_SIPP` measured phones, the rest sipp calls
+    (:mod:`voice_agent.bench.sipp_load`), so Asterisk carries real-call load.
+    """
+    if phones not in ("sim", "sipp"):
+        raise ValueError(f"phones must be 'sim' or 'sipp', not {phones!r}")
+    measured = calls if phones == "sim" else min(calls, MEASURED_WITH_SIPP)
     with tempfile.TemporaryDirectory(prefix="va-bench-") as tmp:
         stats_file = Path(tmp) / "agent.json"
-        async with AgentProcess(settings, transport, calls, stats_file) as agent:
+        async with AgentProcess(settings, transport, calls, stats_file) as agent, \
+                contextlib.AsyncExitStack() as stack:
             await asyncio.sleep(0.5)
             rss_idle = agent.memory_info().rss
-            result = await _drive(settings, calls, seconds, agent, asterisk_pid, progress)
+            background: list[psutil.Process] = []
+            sipp_up = 0
+            if calls > measured:
+                hold = (calls - measured) / CALLS_PER_SECOND + measured + seconds + 15
+                sipp = SippLoad(settings, calls - measured, probe_payloads(hold + 5), hold)
+                background.append(await stack.enter_async_context(sipp))
+                sipp_up = await sipp.wait_answered(timeout=sipp.ramp_seconds + 30)
+                progress(f"{sipp_up}/{calls - measured} sipp calls up")
+            result = await _drive(settings, measured, seconds, agent, asterisk_pid, progress,
+                                  background)
             result["agent_rss_idle_mb"] = rss_idle / 2**20
             result["agent_rss_per_call_mb"] = (result.pop("_rss_loaded") - rss_idle) / 2**20 / (
-                max(1, result["answered"]))
+                max(1, result["answered"] + sipp_up))
         agent_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    result.update(calls=calls, measured_calls=measured, answered=result["answered"] + sipp_up,
+                  phones=phones)
     result.update(transport=transport, agent=agent_stats, commit=_git_commit(),
                   date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                   machine=machine())
@@ -227,7 +250,12 @@ async def run(settings: Settings, transport: str, calls: int, seconds: float,
 
 
 async def _drive(settings: Settings, calls: int, seconds: float, agent: psutil.Process,
-                 asterisk_pid: int | None, progress: Any) -> dict[str, Any]:
+                 asterisk_pid: int | None, progress: Any,
+                 background: list[psutil.Process]) -> dict[str, Any]:
+    """Place ``calls`` measured phones, probe for ``seconds``, measure.
+
+    ``background`` callers' processes (sipp) count in the phones' CPU.
+    """
     asterisk = psutil.Process(asterisk_pid) if asterisk_pid else None
     me = psutil.Process()
     payloads = probe_payloads(seconds)
@@ -251,14 +279,14 @@ async def _drive(settings: Settings, calls: int, seconds: float, agent: psutil.P
         progress(f"{len(live)}/{calls} calls up in {time.monotonic() - started:.1f} s; "
                  "waiting for greetings")
         await asyncio.sleep(2.5)
-        cpu0 = [_cpu_seconds(p) for p in (agent, asterisk, me)]
+        cpu0 = [_cpu_seconds(p) for p in (agent, asterisk, me, *background)]
         t0 = time.monotonic()
         for call in live:
             for payload in payloads:
                 call.audio.pacer.enqueue(payload)
         await asyncio.sleep(seconds)
         t1 = time.monotonic()
-        cpu1 = [_cpu_seconds(p) for p in (agent, asterisk, me)]
+        cpu1 = [_cpu_seconds(p) for p in (agent, asterisk, me, *background)]
         rss_loaded = agent.memory_info().rss
         await asyncio.sleep(0.6)  # the last echoes
         measures = [measure_call(c.audio, t0, t1) for c in live]  # type: ignore[arg-type]
@@ -278,7 +306,7 @@ async def _drive(settings: Settings, calls: int, seconds: float, agent: psutil.P
         "setup_ms_p50": pct(np.array(setup), 50), "setup_ms_p95": pct(np.array(setup), 95),
         "agent_cpu_pct": (cpu1[0] - cpu0[0]) / wall * 100,
         "asterisk_cpu_pct": (cpu1[1] - cpu0[1]) / wall * 100 if asterisk else None,
-        "phones_cpu_pct": (cpu1[2] - cpu0[2]) / wall * 100,
+        "phones_cpu_pct": (sum(cpu1[2:]) - sum(cpu0[2:])) / wall * 100,
         "jitter_ms_p50": pct(jitter, 50), "jitter_ms_p99": pct(jitter, 99),
         "lost_pct": (1 - received / sent) * 100 if sent else None,
         "rtd_ms_p50": pct(rtd, 50), "rtd_ms_p95": pct(rtd, 95), "rtd_samples": len(rtd),
@@ -311,6 +339,8 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
 
     results.mkdir(parents=True, exist_ok=True)
     stem = f"media-{result['transport']}-{result['calls']}"
+    if result.get("phones") == "sipp":
+        stem += "-sipp"
     rtd, jitter = result.pop("_rtd"), result.pop("_jitter")
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
     left.hist(np.array(rtd) * 1000, bins=40)
@@ -321,7 +351,7 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     return write_result(figure, result, results, stem)
 
 
-COLUMNS = [("transport", "{}"), ("calls", "{}"), ("answered", "{}"),
+COLUMNS = [("transport", "{}"), ("phones", "{}"), ("calls", "{}"), ("answered", "{}"),
            ("agent_cpu_pct", "{:.0f}"), ("asterisk_cpu_pct", "{:.0f}"),
            ("phones_cpu_pct", "{:.0f}"), ("agent_rss_per_call_mb", "{:.2f}"),
            ("jitter_ms_p50", "{:.1f}"), ("jitter_ms_p99", "{:.1f}"), ("late_frames_pct", "{:.2f}"),
@@ -336,8 +366,8 @@ def summary(results: Path = RESULTS) -> str:
     import matplotlib.pyplot as plt
 
     paths = [p for t in ("rtp", "websocket") for p in results.glob(f"media-{t}-*.json")]
-    runs = sorted((json.loads(p.read_text()) for p in paths),
-                  key=lambda r: (r["transport"], r["calls"]))
+    runs = sorted(({"phones": "sim", **json.loads(p.read_text())} for p in paths),
+                  key=lambda r: (r["transport"], r["phones"], r["calls"]))
     header = "| " + " | ".join(name for name, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * len(COLUMNS)]
     for run in runs:
@@ -346,13 +376,14 @@ def summary(results: Path = RESULTS) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if runs:
         figure, (cpu, delay) = plt.subplots(1, 2, figsize=(10, 3.5))
-        for transport in sorted({r["transport"] for r in runs}):
-            mine = [r for r in runs if r["transport"] == transport]
+        for series in sorted({(r["transport"], r["phones"]) for r in runs}):
+            mine = [r for r in runs if (r["transport"], r["phones"]) == series]
             n = [r["calls"] for r in mine]
-            cpu.plot(n, [r["agent_cpu_pct"] for r in mine], "o-", label=f"agent ({transport})")
+            name = "/".join(series)
+            cpu.plot(n, [r["agent_cpu_pct"] for r in mine], "o-", label=f"agent ({name})")
             cpu.plot(n, [r["asterisk_cpu_pct"] or 0 for r in mine], "x--",
-                     label=f"Asterisk ({transport})")
-            delay.plot(n, [r["rtd_ms_p95"] or 0 for r in mine], "o-", label=transport)
+                     label=f"Asterisk ({name})")
+            delay.plot(n, [r["rtd_ms_p95"] or 0 for r in mine], "o-", label=name)
         cpu.set(xlabel="concurrent calls", ylabel="% of one core", title="CPU")
         delay.set(xlabel="concurrent calls", ylabel="ms", title="caller round trip p95")
         cpu.legend(fontsize=7)

@@ -136,7 +136,7 @@ async def place_local_call(
                           "agent" if by_agent else "caller", caller_channel=call.channel_id)
 
 
-def _free_udp_port() -> int:
+def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -166,7 +166,7 @@ async def place_sip_call(
         scenario.write_text(SIPP_SCENARIO.replace("{media}", media))
         cmd = [
             "sipp", sip_target, "-sf", str(scenario), "-s", number, "-m", "1", "-l", "1",
-            "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()),
+            "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
             "-set", "caller", token, "-d", str(int(hold_seconds * 1000)),
             "-timeout", f"{int(hold_seconds + 20)}s", "-timeout_error", "-nostdin",
             "-trace_err", "-error_file", str(Path(tmp) / "errors.log"),
