@@ -47,6 +47,8 @@ class FakeAri:
         #: (method, channel_id) -> error raised by that one call.
         self.errors: dict[tuple[str, str], AriError] = {}
         self.live_channels: list[str] = []
+        #: Channel id -> its ARI "dialplan" object (which app it sits in), for reconcile.
+        self.dialplans: dict[str, dict[str, str]] = {}
         self.list_channels_error: AriError | None = None
         self.auto_finish = True
         self.playbacks: list[tuple[str, str, str]] = []
@@ -97,7 +99,8 @@ class FakeAri:
         self.calls.append(("list_channels", ""))
         if self.list_channels_error is not None:
             raise self.list_channels_error
-        return [{"id": channel_id, "state": "Up"} for channel_id in self.live_channels]
+        return [{"id": channel_id, "state": "Up", "dialplan": self.dialplans.get(channel_id, {})}
+                for channel_id in self.live_channels]
 
     async def events(self, on_connected: Any = None) -> AsyncIterator[dict[str, Any]]:
         """An events socket on which nothing happens (tests dispatch events by hand)."""
@@ -711,3 +714,36 @@ async def test_janitor_runs_while_connected(fake: FakeAri) -> None:
         assert fake.bridge_calls("destroy_bridge")[0] == "voice_agent-bridge-orphan"
     finally:
         await manager.shutdown()
+
+
+async def test_periodic_check_hangs_up_callers_stranded_in_our_app(
+    manager: SessionManager, fake: FakeAri
+) -> None:
+    """A caller left in Stasis(voice_agent) by a dead agent is hung up; nobody else is."""
+    in_our_app = {"app_name": "Stasis", "app_data": "voice_agent,techstore"}
+    await start_call(manager, "live")
+    fake.auto_finish = False
+    manager.dispatch(stasis_start("hearing-rejection", ["nosuch"]))  # prompt still playing
+    fake.live_channels = ["live", "stranded", "hearing-rejection", "other-app", "in-dialplan"]
+    fake.dialplans = {"live": in_our_app, "stranded": in_our_app,
+                      "hearing-rejection": {"app_name": "Stasis", "app_data": "voice_agent"},
+                      "other-app": {"app_name": "Stasis", "app_data": "someone_else,x"},
+                      "in-dialplan": {"app_name": "Playback", "app_data": "voice_agent"}}
+    await manager.reconcile(confirm=True)
+    assert "hangup" not in fake.calls_for("stranded")  # one sighting is not enough
+    await manager.reconcile(confirm=True)
+    hung_up = [c[1] for c in fake.calls if c[0] == "hangup"]
+    assert hung_up == ["stranded"]
+    assert manager.stranded_removed == 1
+    assert "live" in manager.sessions
+
+
+async def test_reconnect_check_never_hangs_up_callers(
+    manager: SessionManager, fake: FakeAri
+) -> None:
+    """Right after a (re)connect a caller's StasisStart may still be queued: never touch callers."""
+    fake.live_channels = ["new-caller"]
+    fake.dialplans = {"new-caller": {"app_name": "Stasis", "app_data": "voice_agent,techstore"}}
+    await manager.reconcile()
+    await manager.reconcile()
+    assert "hangup" not in fake.calls_for("new-caller")

@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import json
 import logging
+import math
 import os
 import platform
 import subprocess
@@ -121,9 +122,13 @@ def measure_call(audio: ProbeAudio, start: float, end: float) -> CallMeasure:
 
 
 def _cpu_seconds(process: psutil.Process | None) -> float:
+    """CPU time used so far; NaN once the process has exited (its figure is then unknown)."""
     if process is None:
         return 0.0
-    times = process.cpu_times()
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return math.nan
     return times.user + times.system + times.children_user + times.children_system
 
 
@@ -185,26 +190,37 @@ class AgentProcess:
             await self.process.wait()
         await self._settle()
 
-    async def _settle(self, timeout: float = 60.0) -> None:
+    async def _settle(self, timeout: float = 30.0) -> None:
         """Wait until Asterisk has dropped the agent's app and hung up every channel.
 
         After a 200-call run Asterisk needs many seconds to tear the calls
         down; a next run started earlier finds the old app still registered
         (its calls then fail Stasis: "Call Rejected") and competes with the
         teardown for CPU. So each run starts and ends on an idle Asterisk.
+        Channels still up after ``timeout`` (callers of a crashed run, which
+        keep the old app registered) are hung up: this is the dev Asterisk.
         """
         base = f"{self.settings.ari_url}/ari"
         auth = (self.settings.ari_user, self.settings.ari_secret())
-        deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(auth=auth, timeout=5) as http:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    app = await http.get(f"{base}/applications/{self.settings.app_name}")
-                    channels = (await http.get(f"{base}/channels")).json()
-                    if app.status_code == 404 and not channels:
-                        return
-                await asyncio.sleep(0.5)
-        log.warning("Asterisk still busy %.0f s after the run (app or channels left)", timeout)
+            for attempt in range(2):
+                deadline = time.monotonic() + timeout
+                channels: list[dict[str, Any]] = []
+                while time.monotonic() < deadline:
+                    with contextlib.suppress(httpx.HTTPError):
+                        app = await http.get(f"{base}/applications/{self.settings.app_name}")
+                        channels = (await http.get(f"{base}/channels")).json()
+                        if app.status_code == 404 and not channels:
+                            return
+                    await asyncio.sleep(0.5)
+                if attempt == 0:
+                    log.warning("Asterisk still has %d channel(s) %.0f s after a run; "
+                                "hanging them up", len(channels), timeout)
+                    for channel in channels:
+                        with contextlib.suppress(httpx.HTTPError):
+                            await http.delete(f"{base}/channels/{channel['id']}")
+        raise RuntimeError(f"Asterisk did not become idle (app {self.settings.app_name} or "
+                           "channels left); see `voice-agent asterisk cli 'core show channels'`")
 
 
 async def run(settings: Settings, transport: str, calls: int, seconds: float,
@@ -306,13 +322,18 @@ async def _drive(settings: Settings, calls: int, seconds: float, agent: psutil.P
         "setup_ms_p50": pct(np.array(setup), 50), "setup_ms_p95": pct(np.array(setup), 95),
         "agent_cpu_pct": (cpu1[0] - cpu0[0]) / wall * 100,
         "asterisk_cpu_pct": (cpu1[1] - cpu0[1]) / wall * 100 if asterisk else None,
-        "phones_cpu_pct": (sum(cpu1[2:]) - sum(cpu0[2:])) / wall * 100,
+        "phones_cpu_pct": _finite((sum(cpu1[2:]) - sum(cpu0[2:])) / wall * 100),
         "jitter_ms_p50": pct(jitter, 50), "jitter_ms_p99": pct(jitter, 99),
         "lost_pct": (1 - received / sent) * 100 if sent else None,
         "rtd_ms_p50": pct(rtd, 50), "rtd_ms_p95": pct(rtd, 95), "rtd_samples": len(rtd),
         "_rss_loaded": rss_loaded,
         "_rtd": rtd.tolist(), "_jitter": jitter[:: max(1, len(jitter) // 20000)].tolist(),
     }
+
+
+def _finite(value: float) -> float | None:
+    """``None`` for a figure that could not be measured (e.g. sipp exited: all its calls failed)."""
+    return None if math.isnan(value) else value
 
 
 def write_result(figure: Any, result: dict[str, Any], results: Path, stem: str) -> Path:

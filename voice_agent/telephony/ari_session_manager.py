@@ -14,9 +14,14 @@ the ``voice_agent`` app and owns every :class:`CallSession`:
   session owns are removed;
 * every ``reconcile_seconds`` while connected → the same check as a janitor,
   for leftovers no event announces (a teardown whose REST call failed under
-  load, a lost ``StasisEnd``). It acts only on what it found on two checks in a
-  row: a call being set up has a media channel or bridge for a moment before
-  its session records it, and one check alone cannot tell that from a leftover.
+  load, a lost ``StasisEnd``), plus *stranded callers*: channels sitting in
+  this Stasis app with no session, left by an agent process that died
+  mid-call (Asterisk replays no ``StasisStart`` to the next one, and a SIP
+  caller without an RTP timeout would hear silence for ever); they are hung
+  up. It acts only on what it found on two checks in a row: a call being set
+  up has a media channel or bridge (or its ``StasisStart`` is still queued)
+  for a moment before its session exists, and one check alone cannot tell
+  that from a leftover.
 
 Handlers run synchronously in event order and never block; any waiting
 (answer, playback) happens in per-call tasks the manager tracks, so a slow
@@ -93,9 +98,12 @@ class SessionManager:
         self.accepting = True
         self.calls_total = 0
         self.orphans_removed = 0
+        self.stranded_removed = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._events_task: asyncio.Task[None] | None = None
         self._janitor_task: asyncio.Task[None] | None = None
+        #: Callers hearing a rejection prompt: in our app without a session, on purpose.
+        self._rejecting: set[str] = set()
         #: What the last janitor check found out of line (acted on if seen again).
         self._suspects: set[str] = set()
         self._handlers: dict[str, Callable[[Event], None]] = {
@@ -179,11 +187,18 @@ class SessionManager:
                    if c["id"].startswith(media_prefix) and c["id"] not in self.helpers]
         stale = [b["id"] for b in bridges
                  if b["id"].startswith(own_bridges) and b["id"] not in owned_bridges]
+        stranded: list[str] = []
         if confirm:
-            found = {*vanished, *orphans, *stale}
+            stranded = [c["id"] for c in channels if self._stranded(c, media_prefix)]
+            found = {*vanished, *orphans, *stale, *stranded}
             seen_before, self._suspects = self._suspects, found
-            vanished, orphans, stale = ([i for i in ids if i in seen_before]
-                                        for ids in (vanished, orphans, stale))
+            vanished, orphans, stale, stranded = ([i for i in ids if i in seen_before]
+                                                  for ids in (vanished, orphans, stale, stranded))
+        for channel_id in stranded:
+            log.warning("hanging up %s: in Stasis(%s) with no session (left by an agent that "
+                        "stopped mid-call)", channel_id, self.ari.app)
+            await self._remove(self.ari.hangup, channel_id)
+        self.stranded_removed += len(stranded)
         for channel_id in vanished:
             session = self.sessions.get(channel_id)
             if session is not None:
@@ -199,6 +214,15 @@ class SessionManager:
             log.warning("reconcile removed %d orphaned media channel(s) and %d bridge(s)",
                         len(orphans), len(stale))
         self.orphans_removed += len(orphans) + len(stale)
+
+    def _stranded(self, channel: dict[str, Any], media_prefix: str) -> bool:
+        """A caller channel in this app that no session, helper or rejection owns."""
+        dialplan = channel.get("dialplan") or {}
+        in_app = (dialplan.get("app_name") == "Stasis"
+                  and str(dialplan.get("app_data", "")).split(",")[0] == self.ari.app)
+        channel_id = channel["id"]
+        return (in_app and channel_id not in self.sessions and channel_id not in self.helpers
+                and channel_id not in self._rejecting and not channel_id.startswith(media_prefix))
 
     @staticmethod
     async def _remove(remove: Callable[[str], Awaitable[None]], object_id: str) -> None:
@@ -289,6 +313,7 @@ class SessionManager:
     def _reject(self, channel: dict[str, Any], reason: str, prompt: str) -> None:
         rejected = RejectedCall(channel["id"], channel.get("name", ""), reason, prompt)
         self.rejected.append(rejected)
+        self._rejecting.add(rejected.channel_id)
         self._spawn(self._play_and_hang_up(rejected), f"reject-{channel['id']}")
 
     async def _play_and_hang_up(self, rejected: RejectedCall) -> None:
@@ -301,6 +326,7 @@ class SessionManager:
         except (AriError, TimeoutError) as exc:
             rejected.prompt_state = f"not played: {exc}"
         finally:
+            self._rejecting.discard(rejected.channel_id)
             try:
                 await self.ari.hangup(rejected.channel_id)
             except AriError:
