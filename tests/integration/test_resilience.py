@@ -140,3 +140,31 @@ async def test_periodic_check_removes_a_leftover_and_spares_live_calls(
         assert result.answered and result.hung_up_by == "caller"
         await eventually(lambda: not manager.sessions, what="session closed")
         await assert_nothing_left(inspector, manager)
+
+
+async def test_janitor_hangs_up_a_caller_left_by_an_agent_that_died(
+    start_agent: AgentFactory, settings: Settings, inspector: AriClient
+) -> None:
+    """A caller answered by an agent that then vanished is not left in silence for ever."""
+    answered = asyncio.Event()
+    async with AriClient(*_credentials(settings), settings.app_name) as previous:
+
+        async def previous_agent() -> None:  # answers, then dies without hanging up
+            async for event in previous.events():
+                if event.get("type") == "StasisStart" and not answered.is_set():
+                    await previous.answer(event["channel"]["id"])
+                    answered.set()
+
+        running = asyncio.create_task(previous_agent())
+        await eventually(previous.connected.is_set, what="previous agent connected")
+        call = asyncio.create_task(
+            place_local_call(*_credentials(settings), "100", hold_seconds=60))
+        await asyncio.wait_for(answered.wait(), timeout=10)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    async with start_agent(reconcile_seconds=0.3) as manager:
+        await eventually(lambda: manager.stranded_removed == 1, what="stranded caller hung up")
+        result = await call
+        assert result.answered and result.hung_up_by == "agent"
+        assert not manager.sessions
+        await assert_nothing_left(inspector, manager)

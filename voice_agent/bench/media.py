@@ -197,8 +197,9 @@ class AgentProcess:
         down; a next run started earlier finds the old app still registered
         (its calls then fail Stasis: "Call Rejected") and competes with the
         teardown for CPU. So each run starts and ends on an idle Asterisk.
-        Channels still up after ``timeout`` (callers of a crashed run, which
-        keep the old app registered) are hung up: this is the dev Asterisk.
+        Channels still up and bridges still in the app after ``timeout``
+        (left by a crashed or overloaded run; either keeps the old app
+        registered) are removed: this is the dev Asterisk.
         """
         base = f"{self.settings.ari_url}/ari"
         auth = (self.settings.ari_user, self.settings.ari_secret())
@@ -206,19 +207,26 @@ class AgentProcess:
             for attempt in range(2):
                 deadline = time.monotonic() + timeout
                 channels: list[dict[str, Any]] = []
+                bridges: list[str] = []
                 while time.monotonic() < deadline:
                     with contextlib.suppress(httpx.HTTPError):
                         app = await http.get(f"{base}/applications/{self.settings.app_name}")
                         channels = (await http.get(f"{base}/channels")).json()
                         if app.status_code == 404 and not channels:
                             return
+                        bridges = app.json().get("bridge_ids", []) if app.is_success else []
                     await asyncio.sleep(0.5)
                 if attempt == 0:
-                    log.warning("Asterisk still has %d channel(s) %.0f s after a run; "
-                                "hanging them up", len(channels), timeout)
+                    # A bridge the dead agent failed to destroy keeps its app registered too.
+                    log.warning("Asterisk still has %d channel(s) and %d bridge(s) of the app "
+                                "%.0f s after a run; removing them", len(channels), len(bridges),
+                                timeout)
                     for channel in channels:
                         with contextlib.suppress(httpx.HTTPError):
                             await http.delete(f"{base}/channels/{channel['id']}")
+                    for bridge_id in bridges:
+                        with contextlib.suppress(httpx.HTTPError):
+                            await http.delete(f"{base}/bridges/{bridge_id}")
         raise RuntimeError(f"Asterisk did not become idle (app {self.settings.app_name} or "
                            "channels left); see `voice-agent asterisk cli 'core show channels'`")
 
