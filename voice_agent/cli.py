@@ -22,11 +22,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from voice_agent import sd_notify
 from voice_agent.bench import agent_stats
 from voice_agent.config import Settings
 from voice_agent.service import running_agent
 from voice_agent.sim.caller import CallResult, place_local_call, place_sip_call
 from voice_agent.sim.conversation import AgentSilent, Exchange, Step, talk
+from voice_agent.telephony.ari_session_manager import SessionManager
 from voice_agent.telephony.asterisk_ari import AriError
 from voice_agent.telephony.local_asterisk import LocalAsterisk, LocalAsteriskError
 
@@ -111,7 +113,11 @@ def serve(
                 await manager.wait_connected(settings.request_timeout)
             if manager.ari.connected.is_set():
                 logging.info("ready: waiting for calls (Ctrl-C to stop)")
+            # systemd Type=notify: ready once ARI is connected, however late that is.
+            ready = asyncio.create_task(_notify_when_connected(manager))
             await stop.wait()
+            ready.cancel()
+            sd_notify.notify("STOPPING=1")
             logging.info("stopping: %d live call(s)", len(manager.sessions))
         if stats_file is not None:
             agent_stats.write(manager, stats_file)
@@ -122,6 +128,11 @@ def serve(
         uvloop.run(main())
     except AriError as exc:
         raise _fail(str(exc), 2) from exc
+
+
+async def _notify_when_connected(manager: SessionManager) -> None:
+    await manager.ari.connected.wait()
+    sd_notify.notify("READY=1\nSTATUS=waiting for calls")
 
 
 @app.command()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -23,14 +25,21 @@ async def _app_registered(settings: Settings) -> bool:
 
 
 async def test_serve_answers_and_drains_on_sigterm(
-    local_asterisk: LocalAsterisk, settings: Settings, inspector: AriClient
+    local_asterisk: LocalAsterisk, settings: Settings, inspector: AriClient, tmp_path: Path
 ) -> None:
+    """Also the systemd protocol: READY=1 once it can take calls, STOPPING=1 on SIGTERM."""
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # plays systemd
+    manager.bind(str(tmp_path / "notify"))
+    manager.setblocking(False)
+    loop = asyncio.get_running_loop()
+    env = {**os.environ, "VOICE_AGENT_LOG_LEVEL": "INFO", "NOTIFY_SOCKET": str(tmp_path / "notify")}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "voice_agent.cli", "serve", "--agent", "echo",
-        "--drain-seconds", "1", env={**os.environ, "VOICE_AGENT_LOG_LEVEL": "INFO"},
-        stderr=asyncio.subprocess.PIPE)
+        "--drain-seconds", "1", env=env, stderr=asyncio.subprocess.PIPE)
     try:
-        await eventually(lambda: _app_registered(settings), timeout=20, what="serve registered")
+        async with asyncio.timeout(30):
+            assert (await loop.sock_recv(manager, 256)).startswith(b"READY=1")
+        assert await _app_registered(settings)
         async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
             call = await phone.dial("18005559999", via="sip")
             assert call.tenant == "edulearn"
@@ -39,12 +48,14 @@ async def test_serve_answers_and_drains_on_sigterm(
             assert await call.wait_ended(15), "the agent did not end the call on shutdown"
             async with asyncio.timeout(20):
                 assert await process.wait() == 0
+        assert manager.recv(256) == b"STOPPING=1"
         log = (await process.stderr.read()).decode() if process.stderr else ""
         assert "ready: waiting for calls" in log
         assert "stopping: 1 live call(s)" in log
         assert not await _app_registered(settings)
         await eventually(lambda: _no_channels(inspector), what="no channels left")
     finally:
+        manager.close()
         if process.returncode is None:
             process.kill()
             await process.wait()

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -164,39 +165,49 @@ class AgentProcess:
                     "--drain-seconds", "0", "--stats-file", str(stats)]
         self.settings = settings
         self.process: asyncio.subprocess.Process | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="va-agent-")
 
     async def __aenter__(self) -> psutil.Process:
-        # An app left registered by an earlier agent answers the readiness probe
-        # below while inactive ("Stasis app not active": calls are rejected), so
-        # wait until Asterisk has dropped it before starting ours.
         await self._settle()
-        env = {**os.environ, "VOICE_AGENT_LOG_LEVEL": "WARNING"}
+        # Ready = the agent says so (systemd's READY=1 on NOTIFY_SOCKET): an app
+        # an earlier agent left registered answers Asterisk-side probes while
+        # inactive, and calls to it are rejected ("Stasis app not active").
+        notify_path = Path(self._tmp.name) / "notify"
+        ready = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ready.bind(str(notify_path))
+        ready.setblocking(False)
+        env = {**os.environ, "VOICE_AGENT_LOG_LEVEL": "WARNING", "NOTIFY_SOCKET": str(notify_path)}
         self.process = await asyncio.create_subprocess_exec(*self.cmd, env=env)
-        app = f"{self.settings.ari_url}/ari/applications/{self.settings.app_name}"
-        auth = (self.settings.ari_user, self.settings.ari_secret())
-        async with httpx.AsyncClient(auth=auth) as http:
-            for _ in range(100):
-                if (await http.get(app)).status_code == 200:
-                    return psutil.Process(self.process.pid)
-                if self.process.returncode is not None:
-                    break
-                await asyncio.sleep(0.1)
-        raise RuntimeError("the agent did not register its Stasis app (see its log above)")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(60):
+                while b"READY=1" not in await loop.sock_recv(ready, 256):
+                    pass
+        except BaseException as exc:
+            self.process.kill()
+            await self.process.wait()
+            if isinstance(exc, TimeoutError):
+                raise RuntimeError("the agent did not report ready within 60 s "
+                                   "(see its log above)") from None
+            raise
+        finally:
+            ready.close()
+        return psutil.Process(self.process.pid)
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.process is not None
         self.process.terminate()
         async with asyncio.timeout(30):
             await self.process.wait()
+        self._tmp.cleanup()
         await self._settle()
 
     async def _settle(self, timeout: float = 30.0) -> None:
-        """Wait until Asterisk has dropped the agent's app and hung up every channel.
+        """Wait until Asterisk has no channels and the app no bridges.
 
         After a 200-call run Asterisk needs many seconds to tear the calls
-        down; a next run started earlier finds the old app still registered
-        (its calls then fail Stasis: "Call Rejected") and competes with the
-        teardown for CPU. So each run starts and ends on an idle Asterisk.
+        down, and a next run started earlier competes with that teardown for
+        CPU. So each run starts and ends on an idle Asterisk.
         Channels still up and bridges still in the app after ``timeout``
         (left by a crashed or overloaded run; either keeps the old app
         registered) are removed: this is the dev Asterisk.
@@ -212,9 +223,9 @@ class AgentProcess:
                     with contextlib.suppress(httpx.HTTPError):
                         app = await http.get(f"{base}/applications/{self.settings.app_name}")
                         channels = (await http.get(f"{base}/channels")).json()
-                        if app.status_code == 404 and not channels:
-                            return
                         bridges = app.json().get("bridge_ids", []) if app.is_success else []
+                        if not channels and not bridges:
+                            return
                     await asyncio.sleep(0.5)
                 if attempt == 0:
                     # A bridge the dead agent failed to destroy keeps its app registered too.
@@ -227,8 +238,8 @@ class AgentProcess:
                     for bridge_id in bridges:
                         with contextlib.suppress(httpx.HTTPError):
                             await http.delete(f"{base}/bridges/{bridge_id}")
-        raise RuntimeError(f"Asterisk did not become idle (app {self.settings.app_name} or "
-                           "channels left); see `voice-agent asterisk cli 'core show channels'`")
+        raise RuntimeError("Asterisk did not become idle (channels or bridges left); see "
+                           "`voice-agent asterisk cli 'core show channels'`")
 
 
 async def run(settings: Settings, transport: str, calls: int, seconds: float,
