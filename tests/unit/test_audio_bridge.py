@@ -1,4 +1,4 @@
-"""Tests for the telephony audio bridge: G.711, byte order, streaming resampling, edge codecs.
+"""Tests for the telephony audio bridge: G.711, byte order, streaming resampling.
 
 G.711 is checked bit-exactly against a scalar transcription of the classic 16-bit
 reference (Sun/Reese ``g711.c``). Resampling is checked on signals, never on wall
@@ -16,7 +16,6 @@ import pytest
 from voice_agent.telephony.audio_bridge import (
     ALAW_DECODE,
     ULAW_DECODE,
-    EdgeCodec,
     Resampler,
     alaw_decode,
     alaw_encode,
@@ -331,76 +330,3 @@ def test_full_scale_input_saturates_instead_of_wrapping() -> None:
     half = Resampler(16000, 8000).process(square // 2).astype(np.int32)
     assert full.max() == 32767 and full.min() == -32768
     assert np.abs(full - np.clip(2 * half, -32768, 32767)).max() <= 3
-
-
-# ---------------------------------------------------------------------------
-# Edge codecs
-# ---------------------------------------------------------------------------
-
-EDGE_FORMATS = [
-    ("ulaw", "big"),
-    ("alaw", "big"),
-    ("slin", "big"),
-    ("slin", "little"),
-    ("slin16", "big"),
-    ("slin16", "little"),
-]
-
-
-@pytest.mark.parametrize(("wire_format", "byte_order"), EDGE_FORMATS)
-def test_edge_codec_round_trip_preserves_the_signal(wire_format, byte_order) -> None:
-    """Agent -> wire -> agent through two independent codecs (like the two call legs)."""
-    agent_side = EdgeCodec(wire_format, byte_order)
-    far_side = EdgeCodec(wire_format, byte_order)
-    original = tones(16000)
-    payloads = [agent_side.encode(original[i : i + 320]) for i in range(0, len(original), 320)]
-    assert {len(p) for p in payloads} == {agent_side.frame_bytes()}
-    decoded = np.concatenate([far_side.decode(p) for p in payloads])
-    assert decoded.dtype == np.int16
-    assert len(decoded) == len(original)
-
-    lag = lag_of(original, decoded)
-    assert 0 <= lag <= 0.01 * 16000
-    aligned = decoded[lag:].astype(np.float64)
-    reference = original[: len(aligned)].astype(np.float64)
-    assert np.corrcoef(aligned, reference)[0, 1] > 0.95
-    assert peak_hz(decoded[1600:16000], 16000) == pytest.approx(440, abs=2)
-
-
-def test_edge_codec_frame_sizes() -> None:
-    assert EdgeCodec("ulaw").frame_bytes() == 160
-    assert EdgeCodec("alaw").frame_bytes() == 160
-    assert EdgeCodec("slin").frame_bytes() == 320
-    assert EdgeCodec("slin16", "little").frame_bytes() == 640
-    assert len(EdgeCodec("ulaw").decode(bytes(160))) == 320
-
-
-def test_slin16_is_only_a_byte_order_change() -> None:
-    samples = tones(16000)[:320]
-    assert EdgeCodec("slin16", "little").encode(samples) == pcm16_to_le(samples)
-    assert EdgeCodec("slin16", "big").encode(samples) == pcm16_to_be(samples)
-    assert np.array_equal(EdgeCodec("slin16", "little").decode(pcm16_to_le(samples)), samples)
-    assert np.array_equal(EdgeCodec("slin16", "big").decode(pcm16_to_be(samples)), samples)
-
-
-def test_slin_decodes_network_order() -> None:
-    """The same bytes read little-endian would be a loud mess, not the tone."""
-    wire = tone(8000, 1000, amplitude=3000)
-    decoded = EdgeCodec("slin", "big").decode(pcm16_to_be(wire))
-    assert peak_hz(decoded[800:], 16000) == pytest.approx(1000, abs=2)
-    assert np.abs(decoded).max() < 3300
-
-
-def test_edge_codec_directions_have_independent_state() -> None:
-    """Decoding inbound audio must not disturb the outbound stream, and vice versa."""
-    busy, quiet = EdgeCodec("ulaw"), EdgeCodec("ulaw")
-    original = tones(16000)[:3200]
-    busy.decode(ulaw_encode(tone(8000, 700, seconds=0.1)))
-    assert busy.encode(original) == quiet.encode(original)
-
-
-def test_edge_codec_rejects_unknown_settings() -> None:
-    with pytest.raises(ValueError, match="wire format"):
-        EdgeCodec("opus")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="byte_order"):
-        EdgeCodec("slin", "middle")  # type: ignore[arg-type]

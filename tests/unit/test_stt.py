@@ -44,7 +44,7 @@ from voice_agent.speech.stt import (
     word_error_rate,
 )
 from voice_agent.speech.workers import ModelWorkers
-from voice_agent.telephony.audio_bridge import EdgeCodec, Pcm16
+from voice_agent.telephony.audio_bridge import Pcm16
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: models come from package dirs only
 # sox dithers with a fresh random seed per run unless told to be repeatable: without
@@ -67,12 +67,6 @@ def frames_of(samples: Pcm16) -> Iterator[Pcm16]:
     padded = np.zeros(-(-len(samples) // FRAME) * FRAME, np.int16)
     padded[: len(samples)] = samples
     yield from padded.reshape(-1, FRAME)
-
-
-def phone_path(samples: Pcm16) -> Pcm16:
-    """``samples`` after an 8 kHz µ-law round trip, frame by frame as on a call."""
-    codec = EdgeCodec("ulaw")
-    return np.concatenate([codec.decode(codec.encode(frame)) for frame in frames_of(samples)])
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +121,7 @@ async def test_whisper_transcribes_wideband_speech(
 async def test_whisper_transcribes_speech_after_the_ulaw_phone_path(
     stt: WhisperStt, speech: dict[str, Pcm16]
 ) -> None:
-    results = {text: await stt.transcribe(phone_path(pcm)) for text, pcm in speech.items()}
+    results = {text: await stt.transcribe(signals.phone_path(pcm)) for text, pcm in speech.items()}
     wers = [word_error_rate(text, result.text) for text, result in results.items()]
     assert np.mean(wers) <= MAX_MEAN_WER_PHONE, results
 

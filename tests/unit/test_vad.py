@@ -26,7 +26,7 @@ from voice_agent.speech.vad import (
     segments,
     silero_session,
 )
-from voice_agent.telephony.audio_bridge import EdgeCodec, Pcm16
+from voice_agent.telephony.audio_bridge import Pcm16
 
 RATE = 16000
 BOUNDARY_TOLERANCE_S = 0.15
@@ -63,12 +63,6 @@ def compose(*parts: Pcm16 | float) -> Clip:
         pieces.append(piece)
         position += len(piece)
     return Clip(np.concatenate(pieces), speech)
-
-
-def phone_path(samples: Pcm16) -> Pcm16:
-    """``samples`` after an 8 kHz µ-law round trip, frame by frame as on a call."""
-    codec = EdgeCodec("ulaw")
-    return np.concatenate([codec.decode(codec.encode(frame)) for frame in iter_frames(samples)])
 
 
 def white_noise(seconds: float, rms: float, seed: int = 7) -> Pcm16:
@@ -120,7 +114,9 @@ def test_low_white_noise_has_no_segment_with_silero(silero: SileroVad) -> None:
 def test_two_utterances_found_at_their_true_boundaries(
     silero: SileroVad, two_utterances: Clip, path: str
 ) -> None:
-    samples = two_utterances.samples if path == "wideband" else phone_path(two_utterances.samples)
+    samples = two_utterances.samples
+    if path != "wideband":
+        samples = signals.phone_path(samples)
     found = segments(samples, silero)
     assert len(found) == len(two_utterances.speech) == 2
     for (start, end), (true_start, true_end) in zip(found, two_utterances.speech, strict=True):

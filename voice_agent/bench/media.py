@@ -45,6 +45,7 @@ from voice_agent.bench.sipp_load import CALLS_PER_SECOND, SippLoad
 from voice_agent.config import Settings
 from voice_agent.sim.phone import PhoneCall, SimPhone
 from voice_agent.sim.signals import tone
+from voice_agent.telephony.asterisk_ari import AriClient
 from voice_agent.telephony.audio_bridge import ULAW_DECODE, ulaw_encode
 from voice_agent.telephony.rtp import RtpParseError, parse_rtp
 from voice_agent.telephony.rtp_transport import RtpCallAudio
@@ -202,6 +203,22 @@ class AgentProcess:
         self._tmp.cleanup()
         await self._settle()
 
+    async def _release_app(self) -> None:
+        """Connect as the app and leave cleanly, so Asterisk unregisters it.
+
+        Measured on Asterisk 22.10: an app whose last bridge was destroyed
+        after its websocket closed stays registered, inactive, until someone
+        connects as it again; other tools (the AGI tests) then see it as a
+        connected agent.
+        """
+        async with AriClient(self.settings.ari_url, self.settings.ari_user,
+                             self.settings.ari_secret(), self.settings.app_name) as ari:
+            listening = asyncio.create_task(anext(ari.events(), None))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ari.connected.wait(), 5)
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+
     async def _settle(self, timeout: float = 30.0) -> None:
         """Wait until Asterisk has no channels and the app no bridges.
 
@@ -225,6 +242,8 @@ class AgentProcess:
                         channels = (await http.get(f"{base}/channels")).json()
                         bridges = app.json().get("bridge_ids", []) if app.is_success else []
                         if not channels and not bridges:
+                            if app.is_success:
+                                await self._release_app()
                             return
                     await asyncio.sleep(0.5)
                 if attempt == 0:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice_agent.telephony.audio_bridge import Pcm16, Resampler
+from voice_agent.telephony.audio_bridge import Pcm16, Resampler, ulaw_decode, ulaw_encode
 
 
 def tone(freq: float, seconds: float, rate: int = 16000, level: float = 0.4) -> Pcm16:
@@ -53,6 +53,20 @@ def resample(samples: Pcm16, in_rate: int, out_rate: int) -> Pcm16:
         return samples
     resampler = Resampler(in_rate, out_rate)
     return np.concatenate((resampler.process(samples), resampler.flush()))
+
+
+def phone_path(samples: Pcm16) -> Pcm16:
+    """16 kHz audio as the agent receives it after an 8 kHz G.711 µ-law call leg.
+
+    Stateful resamplers over the whole signal give exactly the samples of the
+    call's frame-by-frame path (the resampler's continuity property); a partial
+    last 20 ms frame is padded with silence, as on a call.
+    """
+    frame = 320
+    padded = np.zeros(-(-len(samples) // frame) * frame, dtype=np.int16)
+    padded[: len(samples)] = samples
+    narrow = Resampler(16000, 8000).process(padded)
+    return Resampler(8000, 16000).process(ulaw_decode(ulaw_encode(narrow)))
 
 
 def dominant_frequency(samples: Pcm16, rate: int) -> float:

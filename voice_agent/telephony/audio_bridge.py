@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 import timeit
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -324,71 +324,6 @@ class Resampler:
 
 
 # ---------------------------------------------------------------------------
-# Edge codecs
-# ---------------------------------------------------------------------------
-
-WireFormat = Literal["ulaw", "alaw", "slin", "slin16"]
-ByteOrder = Literal["big", "little"]
-
-_WIRE_RATE: dict[str, int] = {"ulaw": 8000, "alaw": 8000, "slin": 8000, "slin16": 16000}
-
-
-class EdgeCodec:
-    """Wire payloads <-> internal 16 kHz PCM16 for one call.
-
-    Owns one resampler per direction, because each direction is its own
-    continuous stream and sharing filter history would mix them.
-    ``byte_order`` applies to the linear formats only: ``big`` for RTP (network
-    order), ``little`` for chan_websocket. TTS audio is brought to 16 kHz with its
-    own ``Resampler(tts_rate, INTERNAL_RATE)`` before :meth:`encode`.
-    """
-
-    def __init__(self, wire_format: WireFormat, byte_order: ByteOrder = "big") -> None:
-        if wire_format not in _WIRE_RATE:
-            raise ValueError(f"unknown wire format {wire_format!r}; use one of {list(_WIRE_RATE)}")
-        if byte_order not in get_args(ByteOrder):
-            raise ValueError(f"byte_order must be 'big' or 'little', got {byte_order!r}")
-        self.wire_format = wire_format
-        self.byte_order = byte_order
-        self.wire_rate = _WIRE_RATE[wire_format]
-        self._inbound = Resampler(self.wire_rate, INTERNAL_RATE)
-        self._outbound = Resampler(INTERNAL_RATE, self.wire_rate)
-
-    def frame_bytes(self, ms: int = 20) -> int:
-        """Payload size of ``ms`` of audio on the wire (160 for 20 ms of µ-law)."""
-        bytes_per_sample = 1 if self.wire_format in ("ulaw", "alaw") else 2
-        return self.wire_rate * ms // 1000 * bytes_per_sample
-
-    def decode(self, payload: bytes) -> Pcm16:
-        """Wire payload -> int16 samples at 16 kHz."""
-        if self.wire_format == "ulaw":
-            samples = ulaw_decode(payload)
-        elif self.wire_format == "alaw":
-            samples = alaw_decode(payload)
-        elif self.byte_order == "big":
-            samples = pcm16_from_be(payload)
-        else:
-            samples = pcm16_from_le(payload)
-        return self._inbound.process(samples)
-
-    def encode(self, pcm16k: Pcm16) -> bytes:
-        """int16 samples at 16 kHz -> wire payload."""
-        samples = self._outbound.process(pcm16k)
-        if self.wire_format == "ulaw":
-            return ulaw_encode(samples)
-        if self.wire_format == "alaw":
-            return alaw_encode(samples)
-        if self.byte_order == "big":
-            return pcm16_to_be(samples)
-        return pcm16_to_le(samples)
-
-    def reset(self) -> None:
-        """Drop buffered audio in both directions (barge-in, re-INVITE)."""
-        self._inbound.reset()
-        self._outbound.reset()
-
-
-# ---------------------------------------------------------------------------
 # Measurement
 # ---------------------------------------------------------------------------
 
@@ -455,11 +390,7 @@ def benchmark() -> None:
     ulaw = ulaw_encode(pcm[:160])
     print(f"ulaw_encode 160 samples: {_per_call_us(ulaw_encode, pcm[:160]):.1f} µs")
     print(f"ulaw_decode 160 bytes:   {_per_call_us(ulaw_decode, ulaw):.1f} µs")
-    for wire_format in get_args(WireFormat):
-        codec = EdgeCodec(wire_format)
-        payload = codec.encode(pcm)
-        dec, enc = _per_call_us(codec.decode, payload), _per_call_us(codec.encode, pcm)
-        print(f"EdgeCodec {wire_format:<6}: decode {dec:5.1f} µs, encode {enc:5.1f} µs per frame")
+    print("RTP calls batch this work across calls: python -m voice_agent.telephony.batch_codec")
 
 
 if __name__ == "__main__":
