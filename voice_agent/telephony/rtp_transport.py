@@ -180,6 +180,7 @@ class RtpMediaServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.stats.datagrams += 1
+        self.clock.run_overdue()  # sending on time comes before receiving
         call = self._calls.get((addr[0], addr[1]))  # the common case: exact match
         if call is None:  # e.g. an IPv4-mapped IPv6 source on a dual-stack socket
             call = self._calls.get((normalise_host(str(addr[0])), addr[1]))
@@ -232,6 +233,7 @@ class RtpMediaServer(asyncio.DatagramProtocol):
         """Decode and upsample every queued frame, calls side by side; deliver per call."""
         if not self._to_decode:
             return
+        self.clock.run_overdue()
         batch, self._to_decode = self._to_decode, []
         per_call: dict[RtpCallAudio, list[JitterFrame]] = {}
         for call, frames in batch:
