@@ -69,14 +69,6 @@ def test_a_reopened_slot_starts_from_silence() -> None:
                                   Resampler(8000, 16000).process(chunk[0]))
 
 
-def test_reset_forgets_history() -> None:
-    batch = BatchResampler(8000, 16000)
-    slot = batch.open()
-    batch.process([slot], _noise(1, 160))
-    batch.reset(slot)
-    assert not batch.process([slot], np.zeros((1, 160), np.int16)).any()
-
-
 def test_only_telephone_ratios_and_even_decimation() -> None:
     with pytest.raises(ValueError, match="8000<->16000"):
         BatchResampler(24000, 16000)

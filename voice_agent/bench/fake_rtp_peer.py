@@ -29,11 +29,9 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 import uvloop
 
-from voice_agent.bench.media import FRAME, probe_payloads
-from voice_agent.telephony.audio_bridge import ULAW_DECODE
+from voice_agent.bench.media import FRAME, payload_level, probe_payloads
 
 _HEADER = struct.Struct("!BBHII")
 PHASES = 10  # send groups per 20 ms period (2 ms apart)
@@ -53,8 +51,7 @@ class _Stream(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        level = float(np.abs(ULAW_DECODE[np.frombuffer(data, np.uint8, offset=12)]).mean())
-        self.arrivals.append((time.monotonic(), level))
+        self.arrivals.append((time.monotonic(), payload_level(data[12:])))
 
     def send(self, payload: bytes, target: tuple[str, int], n: int) -> None:
         assert self.transport is not None

@@ -72,7 +72,7 @@ class ProbeAudio(RtpCallAudio):
             payload = parse_rtp(data).payload
         except RtpParseError:
             return
-        level = float(np.abs(ULAW_DECODE[np.frombuffer(payload, np.uint8)]).mean())
+        level = payload_level(payload)
         self.arrivals.append((arrival, level))
 
     def tick(self, now: float) -> None:
@@ -82,6 +82,11 @@ class ProbeAudio(RtpCallAudio):
             for packet in packets:
                 self._server.sendto(packet, self.remote)
                 self.sent.append(sent_at)
+
+
+def payload_level(payload: bytes) -> float:
+    """Mean |sample| of a µ-law payload: above :data:`LOUD` it is a probe burst."""
+    return float(np.abs(ULAW_DECODE[np.frombuffer(payload, np.uint8)]).mean())
 
 
 def probe_payloads(seconds: float) -> list[bytes]:

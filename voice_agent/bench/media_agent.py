@@ -23,7 +23,14 @@ import numpy as np
 import psutil
 
 from voice_agent.bench.agent_stats import LATE_THRESHOLD
-from voice_agent.bench.media import RESULTS, _git_commit, machine, measure_call, write_result
+from voice_agent.bench.media import (
+    RESULTS,
+    _cpu_seconds,
+    _git_commit,
+    machine,
+    measure_call,
+    write_result,
+)
 from voice_agent.telephony.echo import echo
 from voice_agent.telephony.media_clock import MediaClock
 from voice_agent.telephony.rtp_transport import RtpMediaServer
@@ -48,9 +55,9 @@ async def run(calls: int, seconds: float) -> dict[str, Any]:
         await asyncio.sleep(1.0)  # let the streams start, then measure a clean window
         clock.stats.lateness.clear()
         peer_cpu = psutil.Process(peer.pid)
-        cpu0, peer0, t0 = time.process_time(), _cpu(peer_cpu), time.monotonic()
+        cpu0, peer0, t0 = time.process_time(), _cpu_seconds(peer_cpu), time.monotonic()
         await asyncio.sleep(seconds - 2.0)
-        cpu1, peer1, t1 = time.process_time(), _cpu(peer_cpu), time.monotonic()
+        cpu1, peer1, t1 = time.process_time(), _cpu_seconds(peer_cpu), time.monotonic()
         lateness = np.asarray(clock.stats.lateness)
         queued = [audio.queued_frames for audio in audios]
         report = json.loads(await peer.stdout.readline())
@@ -87,11 +94,6 @@ async def run(calls: int, seconds: float) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "_lateness": lateness.tolist(),
     }
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def save(result: dict[str, Any]) -> str:

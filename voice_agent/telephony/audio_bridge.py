@@ -196,6 +196,18 @@ def _polyphase_bank(up: int, down: int, in_rate: int, out_rate: int) -> npt.NDAr
     return np.ascontiguousarray(bank[:, ::-1])
 
 
+def to_pcm16(samples: npt.NDArray[np.float64]) -> Pcm16:
+    """Filter output -> int16: rounded, saturated (never wrapped); ``samples`` is overwritten.
+
+    ``np.maximum``/``np.minimum`` rather than ``np.clip``, whose Python wrapper
+    alone costs ≈ 7 µs, more than a 20 ms frame's filtering.
+    """
+    np.rint(samples, out=samples)
+    np.maximum(samples, -32768, out=samples)
+    np.minimum(samples, 32767, out=samples)
+    return samples.astype(np.int16)
+
+
 class Resampler:
     """Stateful rational resampler for one direction of one call.
 
@@ -286,9 +298,7 @@ class Resampler:
         self._ahead += end // self._up - n_in
         self._phase = end % self._up
         self._buffer[:history] = self._buffer[n_in : n_in + history]
-        np.rint(out, out=out)
-        np.clip(out, -32768, 32767, out=out)
-        return out.astype(np.int16)
+        return to_pcm16(out)
 
     def _filter(self, n_in: int) -> npt.NDArray[np.float64]:
         """Every output the buffered input completes.

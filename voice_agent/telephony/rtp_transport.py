@@ -117,9 +117,7 @@ class RtpCallAudio(CallAudio):
 
     # outbound
     def _send_frame(self, frame: Pcm16) -> None:
-        if not self.outbox:
-            self._server.encode_later(self)
-        self.outbox.append(frame)
+        self.outbox.append(frame)  # encoded with every call's at the next tick
 
     def _drop_queued(self) -> int:
         dropped = self.pacer.flush() + len(self.outbox)
@@ -161,7 +159,6 @@ class RtpMediaServer(asyncio.DatagramProtocol):
         self.upsampler = BatchResampler(8000, 16000)
         self.downsampler = BatchResampler(16000, 8000)
         self._to_decode: list[tuple[RtpCallAudio, list[JitterFrame]]] = []
-        self._to_encode: list[RtpCallAudio] = []
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -255,23 +252,16 @@ class RtpMediaServer(asyncio.DatagramProtocol):
                     call._deliver(row[start:end], frame.arrival)
                     start = end
 
-    def encode_later(self, call: RtpCallAudio) -> None:
-        """Note a call whose outbox needs encoding at the next tick.
-
-        Not sooner: nothing leaves before a tick anyway, and one batch per tick
-        holds every call's frames whatever the phases their callers' packets
-        (and so the agent's writes) arrive in.
-        """
-        self._to_encode.append(call)
-
     def encode_pending(self) -> None:
-        """Downsample and encode every call's written frames in one pass; queue them to pace."""
-        if not self._to_encode:
-            return
-        calls, self._to_encode = self._to_encode, []
+        """Downsample and encode every call's written frames in one pass; queue them to pace.
+
+        Run at each tick, not sooner: nothing leaves before a tick anyway, and
+        one batch per tick holds every call's frames whatever the phases their
+        callers' packets (and so the agent's writes) arrive in.
+        """
         groups: dict[tuple[str, int], list[tuple[RtpCallAudio, Pcm16]]] = {}
-        for call in calls:
-            if call.outbox and not call.closed:
+        for call in self._calls.values():
+            if call.outbox:
                 pcm = call.outbox[0] if len(call.outbox) == 1 else np.concatenate(call.outbox)
                 call.outbox = []
                 groups.setdefault((call.format, len(pcm)), []).append((call, pcm))
