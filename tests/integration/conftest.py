@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from voice_agent.ari.ari_session_manager import SessionManager
+from voice_agent.ari.asterisk_ari import AriClient
+from voice_agent.ari.call_session import CallAgent
 from voice_agent.config import Settings
+from voice_agent.dev.local_asterisk import LocalAsterisk
 from voice_agent.service import running_agent
-from voice_agent.telephony.ari_session_manager import SessionManager
-from voice_agent.telephony.asterisk_ari import AriClient
-from voice_agent.telephony.call_session import CallAgent
-from voice_agent.telephony.local_asterisk import LocalAsterisk
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

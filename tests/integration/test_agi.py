@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from voice_agent.agi.asterisk_agi import FastAgiServer, running_agi_server
+from voice_agent.agi.sequential import SpeechServices
+from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.config import Settings
-from voice_agent.sim.caller import place_local_call
-from voice_agent.sim.conversation import Ear, words_heard
-from voice_agent.sim.phone import PhoneCall, SimPhone
-from voice_agent.sim.signals import speech
-from voice_agent.speech.stt import WhisperStt
-from voice_agent.speech.tts import PiperTts
-from voice_agent.telephony.agi_conversation import SpeechServices
-from voice_agent.telephony.asterisk_agi import FastAgiServer, running_agi_server
-from voice_agent.telephony.asterisk_ari import AriClient
-from voice_agent.telephony.local_asterisk import LocalAsterisk
+from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.dev.sim.caller import place_local_call
+from voice_agent.dev.sim.conversation import Ear, words_heard
+from voice_agent.dev.sim.phone import PhoneCall, SimPhone
+from voice_agent.dev.sim.signals import speech
+from voice_agent.providers.stt import WhisperStt
+from voice_agent.providers.tts import PiperTts
 from voice_agent.tenants.data import open_db
 
 #: Number -> (tenant, what the caller asks, a phrase the agent's reply text must contain).

@@ -1,6 +1,6 @@
 """Spoken conversations with the embedded agent, heard and transcribed at the caller side.
 
-The caller is :class:`~voice_agent.sim.conversation.ScriptedCaller` on a real
+The caller is :class:`~voice_agent.dev.sim.conversation.ScriptedCaller` on a real
 SIP call through Asterisk: espeak-ng speech in, the agent's µ-law audio out,
 Whisper tiny.en transcribing what the caller heard. Each tenant completes its
 task and the tenant database shows it.
@@ -24,16 +24,16 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from voice_agent.ari.ari_session_manager import SessionManager
+from voice_agent.ari.asterisk_ari import AriClient
+from voice_agent.ari.call_session import CallSession, CallState
 from voice_agent.config import Settings
-from voice_agent.llm.local_server import LocalLlmServer
-from voice_agent.sim.conversation import ScriptedCaller, Step, words_heard
-from voice_agent.sim.phone import PhoneCall, SimPhone
-from voice_agent.sim.signals import speech
-from voice_agent.speech.stt import WhisperStt
-from voice_agent.telephony.ari_session_manager import SessionManager
-from voice_agent.telephony.asterisk_ari import AriClient
-from voice_agent.telephony.call_session import CallSession, CallState
-from voice_agent.telephony.local_asterisk import LocalAsterisk
+from voice_agent.dev.llm_server import LocalLlmServer
+from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.dev.sim.conversation import ScriptedCaller, Step, words_heard
+from voice_agent.dev.sim.phone import PhoneCall, SimPhone
+from voice_agent.dev.sim.signals import speech
+from voice_agent.providers.stt import WhisperStt
 
 ORDER_QUESTION = "Where is my order one two three four five?"
 

@@ -15,8 +15,9 @@ from contextlib import aclosing
 import pytest
 
 from voice_agent.config import Settings
-from voice_agent.llm.local_server import LocalLlmServer
-from voice_agent.llm.openai_compat import (
+from voice_agent.dev.llm_server import LocalLlmServer
+from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.providers.llm import (
     ChatMessage,
     FallbackChain,
     LlmConnectionError,
@@ -27,7 +28,6 @@ from voice_agent.llm.openai_compat import (
     ToolCall,
     ToolSpec,
 )
-from voice_agent.telephony.local_asterisk import LocalAsterisk
 
 ORDER_STATUS = ToolSpec(
     name="order_status",

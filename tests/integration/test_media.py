@@ -14,11 +14,15 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from voice_agent.ari.ari_session_manager import SessionManager
+from voice_agent.ari.asterisk_ari import AriClient
+from voice_agent.ari.call_session import CallSession, CallState
+from voice_agent.audio.resample import ulaw_encode
 from voice_agent.config import Settings
-from voice_agent.sim.caller import place_sip_call
-from voice_agent.sim.pcap import write_rtp_pcap
-from voice_agent.sim.phone import PhoneCall, Recording, SimPhone
-from voice_agent.sim.signals import (
+from voice_agent.dev.sim.caller import place_sip_call
+from voice_agent.dev.sim.pcap import write_rtp_pcap
+from voice_agent.dev.sim.phone import PhoneCall, Recording, SimPhone
+from voice_agent.dev.sim.signals import (
     dominant_frequency,
     find,
     resample,
@@ -27,10 +31,6 @@ from voice_agent.sim.signals import (
     sweep,
     tone,
 )
-from voice_agent.telephony.ari_session_manager import SessionManager
-from voice_agent.telephony.asterisk_ari import AriClient
-from voice_agent.telephony.audio_bridge import ulaw_encode
-from voice_agent.telephony.call_session import CallSession, CallState
 
 MEDIA = [("rtp", "ulaw"), ("rtp", "slin"), ("websocket", "ulaw")]
 #: Normalised correlation an echo must reach. An intact echo measures 0.99; one

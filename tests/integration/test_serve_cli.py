@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 
 from tests.integration.conftest import eventually
+from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.config import Settings
-from voice_agent.sim.phone import SimPhone
-from voice_agent.telephony.asterisk_ari import AriClient
-from voice_agent.telephony.local_asterisk import LocalAsterisk
+from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.dev.sim.phone import SimPhone
 
 
 async def _app_registered(settings: Settings) -> bool:

@@ -23,11 +23,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from voice_agent.config import Settings
-from voice_agent.speech.stt import Transcript, wav_bytes
-from voice_agent.telephony.agi_audio import has_speech, read_recording, write_reply
-from voice_agent.telephony.agi_conversation import SpeechServices
-from voice_agent.telephony.agi_protocol import (
+from voice_agent.agi.asterisk_agi import FastAgiServer, running_agi_server
+from voice_agent.agi.audio_files import has_speech, read_recording, write_reply
+from voice_agent.agi.protocol import (
     HANGUP,
     AgiCommandError,
     AgiError,
@@ -39,9 +37,11 @@ from voice_agent.telephony.agi_protocol import (
     parse_environment,
     parse_response,
 )
-from voice_agent.telephony.asterisk_agi import FastAgiServer, running_agi_server
-from voice_agent.telephony.call_session import TENANT_VARIABLE, CallState
-from voice_agent.telephony.local_asterisk import CONFIG_DIR
+from voice_agent.agi.sequential import SpeechServices
+from voice_agent.ari.call_session import TENANT_VARIABLE, CallState
+from voice_agent.config import Settings
+from voice_agent.dev.local_asterisk import CONFIG_DIR
+from voice_agent.providers.stt import Transcript, wav_bytes
 from voice_agent.tenants.data import open_db
 
 ORDER_QUESTION = "where is my order one two three four five"

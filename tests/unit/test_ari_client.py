@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from voice_agent.telephony.asterisk_ari import (
+from voice_agent.ari.asterisk_ari import (
     AriAuthError,
     AriClient,
     AriConflictError,

@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
-from voice_agent.telephony.audio_bridge import (
+from voice_agent.audio.resample import (
     ALAW_DECODE,
     ULAW_DECODE,
     Resampler,

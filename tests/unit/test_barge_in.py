@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from voice_agent.telephony.barge_in import (
+from voice_agent.conversation.barge_in import (
     SILENCE_DBFS,
     BargeIn,
     BargeInConfig,

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tests.unit.test_rtp_transport import _server, batch_decoded
-from voice_agent.telephony.audio_bridge import (
+from voice_agent.audio.batch_codec import BatchResampler, decode_rows, encode_rows
+from voice_agent.audio.resample import (
     Resampler,
     alaw_decode,
     alaw_encode,
@@ -21,8 +22,7 @@ from voice_agent.telephony.audio_bridge import (
     ulaw_decode,
     ulaw_encode,
 )
-from voice_agent.telephony.batch_codec import BatchResampler, decode_rows, encode_rows
-from voice_agent.telephony.rtp import build_rtp, parse_rtp
+from voice_agent.media.rtp import build_rtp, parse_rtp
 
 RNG = np.random.default_rng(7)
 

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from voice_agent.llm.chunker import SentenceChunker
+from voice_agent.dialog.chunker import SentenceChunker
 
 
 def chunk_all(deltas: list[str], chunker: SentenceChunker | None = None) -> list[str]:

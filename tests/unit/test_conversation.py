@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from tests.unit.test_barge_in import tone
-from voice_agent.speech.stt import Transcript
-from voice_agent.telephony.barge_in import level_dbfs
-from voice_agent.telephony.call_audio import FRAME_SECONDS, CallAudio
-from voice_agent.telephony.call_session import CallSession, CallState
-from voice_agent.telephony.conversation import ConversationAgent
+from voice_agent.ari.call_session import CallSession, CallState
+from voice_agent.conversation.agent import ConversationAgent
+from voice_agent.conversation.barge_in import level_dbfs
+from voice_agent.media.call_audio import FRAME_SECONDS, CallAudio
+from voice_agent.providers.stt import Transcript
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import open_db
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from voice_agent.llm.dialog import (
+from voice_agent.dialog.engine import (
     DialogEngine,
     DialogReply,
     DialogState,
@@ -209,7 +209,7 @@ def test_replies_are_speakable(call) -> None:
 
 def test_logs_are_redacted(call, caplog: pytest.LogCaptureFixture) -> None:
     c = call("healthplus")
-    with caplog.at_level(logging.INFO, logger="voice_agent.llm.dialog"):
+    with caplog.at_level(logging.INFO, logger="voice_agent.dialog.engine"):
         c.say("my name is Maria Lopez, born on 4/5/1970, call me back on 555 987 6543")
     logged = caplog.text
     assert "Maria" not in logged and "1970" not in logged and "6543" not in logged

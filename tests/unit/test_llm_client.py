@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from voice_agent.llm.openai_compat import (
+from voice_agent.providers.llm import (
     ChatMessage,
     ChatStreamDecoder,
     FallbackChain,
@@ -494,7 +494,7 @@ async def test_fallback_serves_from_the_second_model_when_the_first_is_down(
     server: ScriptedLlmServer, caplog: pytest.LogCaptureFixture,
 ) -> None:
     server.replies = [Reply(events=REPLY_EVENTS)]
-    caplog.set_level("INFO", logger="voice_agent.llm.openai_compat")
+    caplog.set_level("INFO", logger="voice_agent.providers.llm")
     async with client(closed_port_url(), max_retries=0) as down, \
             client(server.base_url) as up:
         chain = FallbackChain([down, up])

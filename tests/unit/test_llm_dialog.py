@@ -18,9 +18,9 @@ from tests.unit.test_llm_client import (
     text_chunk,
     tool_chunk,
 )
-from voice_agent.llm.dialog import DialogEngine, DialogState, Turn
-from voice_agent.llm.llm_dialog import APOLOGY, LlmDialog
-from voice_agent.llm.openai_compat import OpenAiChat
+from voice_agent.dialog.engine import DialogEngine, DialogState, Turn
+from voice_agent.dialog.llm_dialog import APOLOGY, LlmDialog
+from voice_agent.providers.llm import OpenAiChat
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import TenantDB, open_db
 

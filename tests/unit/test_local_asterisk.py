@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from voice_agent.telephony import local_asterisk
-from voice_agent.telephony.local_asterisk import (
+from voice_agent.dev import local_asterisk
+from voice_agent.dev.local_asterisk import (
     CONFIG_DIR,
     DEFAULT_MIRROR,
     LocalAsterisk,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from voice_agent.telephony.media_clock import MediaClock
+from voice_agent.media.media_clock import MediaClock
 
 
 class FakeTime:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from voice_agent.telephony.rtp import (
+from voice_agent.media.rtp import (
     JitterBuffer,
     JitterFrame,
     RtpExtension,

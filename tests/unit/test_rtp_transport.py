@@ -6,12 +6,12 @@ import asyncio
 
 import numpy as np
 
-from voice_agent.sim.signals import dominant_frequency, tone
-from voice_agent.telephony.audio_bridge import ulaw_encode
-from voice_agent.telephony.call_audio import FRAME_SAMPLES
-from voice_agent.telephony.media_clock import MediaClock
-from voice_agent.telephony.rtp import build_rtp, parse_rtp
-from voice_agent.telephony.rtp_transport import DECODE_WINDOW, RtpMediaServer
+from voice_agent.audio.resample import ulaw_encode
+from voice_agent.dev.sim.signals import dominant_frequency, tone
+from voice_agent.media.call_audio import FRAME_SAMPLES
+from voice_agent.media.media_clock import MediaClock
+from voice_agent.media.rtp import build_rtp, parse_rtp
+from voice_agent.media.rtp_transport import DECODE_WINDOW, RtpMediaServer
 
 ASTERISK = ("127.0.0.1", 14000)
 

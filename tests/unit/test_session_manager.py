@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from voice_agent.config import Settings
-from voice_agent.telephony.ari_session_manager import SessionManager
-from voice_agent.telephony.asterisk_ari import (
+from voice_agent.ari.ari_session_manager import SessionManager
+from voice_agent.ari.asterisk_ari import (
     AriConflictError,
     AriConnectionError,
     AriError,
     AriNotFoundError,
 )
-from voice_agent.telephony.call_session import TENANT_VARIABLE, CallSession, CallState
+from voice_agent.ari.call_session import TENANT_VARIABLE, CallSession, CallState
+from voice_agent.config import Settings
 from voice_agent.tenants import TenantRegistry
 
 # --------------------------------------------------------------------- fake ARI
@@ -635,7 +635,7 @@ async def test_shutdown_cancels_pending_rejection(
 async def test_handler_errors_do_not_escape_dispatch(
     manager: SessionManager, caplog: pytest.LogCaptureFixture, event: dict[str, Any]
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="voice_agent.telephony.ari_session_manager"):
+    with caplog.at_level(logging.ERROR, logger="voice_agent.ari.ari_session_manager"):
         manager.dispatch(event)
     assert f"error handling ARI event {event['type']}" in caplog.text
     # the manager still works afterwards
@@ -646,7 +646,7 @@ async def test_handler_errors_do_not_escape_dispatch(
 async def test_unhandled_and_typeless_events_are_ignored(
     manager: SessionManager, fake: FakeAri, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="voice_agent.telephony.ari_session_manager"):
+    with caplog.at_level(logging.DEBUG, logger="voice_agent.ari.ari_session_manager"):
         manager.dispatch({"type": "ChannelVarset", "channel": {"id": "c1"}})
         manager.dispatch({})
     await spin()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from voice_agent.sim.conversation import _speech_bounds, words_heard
-from voice_agent.sim.signals import tone
+from voice_agent.dev.sim.conversation import _speech_bounds, words_heard
+from voice_agent.dev.sim.signals import tone
 
 
 def test_words_heard_tolerates_single_misheard_words_but_not_a_different_reply() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voice_agent.llm.dialog import DialogEngine, DialogState, Turn
-from voice_agent.telephony.spoken_reply import SpokenReply, heard_words
+from voice_agent.conversation.spoken_reply import SpokenReply, heard_words
+from voice_agent.dialog.engine import DialogEngine, DialogState, Turn
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import open_db
 

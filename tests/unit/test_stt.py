@@ -29,8 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from voice_agent.sim import signals
-from voice_agent.speech.stt import (
+from voice_agent.audio.resample import Pcm16
+from voice_agent.dev.sim import signals
+from voice_agent.providers.stt import (
     OpenAiStt,
     SttConnectionError,
     SttError,
@@ -43,8 +44,7 @@ from voice_agent.speech.stt import (
     transcribe_stream,
     word_error_rate,
 )
-from voice_agent.speech.workers import ModelWorkers
-from voice_agent.telephony.audio_bridge import Pcm16
+from voice_agent.providers.workers import ModelWorkers
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: models come from package dirs only
 # sox dithers with a fresh random seed per run unless told to be repeatable: without

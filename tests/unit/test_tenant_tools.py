@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from voice_agent.tenants import tools as t
+from voice_agent.dialog import tools as t
 from voice_agent.tenants.data import (
     DATA_DIR_ENV,
     DB_FILENAME,

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 from tests.unit.test_stt import CannedHttpServer, closed_port_url
-from voice_agent.sim import signals
-from voice_agent.speech.stt import WhisperStt, wav_bytes, word_error_rate
-from voice_agent.speech.tts import (
+from voice_agent.audio.resample import Pcm16
+from voice_agent.dev.sim import signals
+from voice_agent.providers.stt import WhisperStt, wav_bytes, word_error_rate
+from voice_agent.providers.tts import (
     EspeakTts,
     OpenAiTts,
     PiperTts,
@@ -34,8 +35,7 @@ from voice_agent.speech.tts import (
     parse_wav,
     split_for_speech,
 )
-from voice_agent.speech.workers import ModelWorkers
-from voice_agent.telephony.audio_bridge import Pcm16
+from voice_agent.providers.workers import ModelWorkers
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: models come from package dirs only
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from voice_agent.sim import signals
-from voice_agent.speech.vad import (
+from voice_agent.audio.resample import Pcm16
+from voice_agent.dev.sim import signals
+from voice_agent.providers.vad import (
     FRAME_SAMPLES,
     Endpointer,
     EndpointerConfig,
@@ -26,7 +27,6 @@ from voice_agent.speech.vad import (
     segments,
     silero_session,
 )
-from voice_agent.telephony.audio_bridge import Pcm16
 
 RATE = 16000
 BOUNDARY_TOLERANCE_S = 0.15

@@ -1,0 +1,178 @@
+"""The sequential conversation loop of the AGI fallback.
+
+Greeting, then turn after turn: record the caller until a silence, transcribe,
+ask the dialog engine, synthesise the whole reply into a file, play it. It uses
+the same speech models, dialog engine (conversation history in
+:class:`DialogState`, tenant tools over the tenant database) and call record as
+the ARI conversation agent, so the two paths answer alike and their per-turn
+timestamps can be compared. What it cannot do is listen while it speaks: the
+caller waits for the silence timeout and for the whole reply to be made.
+
+Keys behave as on the ARI path: ``#`` and ``0`` stop the prompt or the
+recording (they are the AGI escape digits) and go to the dialog engine as a
+turn of their own — ``#`` repeats the last reply, ``0`` says so and hands the
+caller to the tenant's operator extension.
+
+Turn timestamps (``time.monotonic()``, like the ARI path):
+
+``speech_end``
+    Estimated: Asterisk ends the recording after ``silence_seconds`` of
+    silence, so the caller stopped that long before ``record_end``.
+``record_end`` / ``stt_final`` / ``reply_ready``
+    Recording returned, transcript ready, reply text ready.
+``first_audio``
+    The reply file is written and ``STREAM FILE`` sent: Asterisk starts
+    playing it right away. ``played``: playback ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from voice_agent.agi.audio_files import (
+    ASTERISK_WAV_RATE,
+    CallFiles,
+    has_speech,
+    read_recording,
+    write_reply,
+)
+from voice_agent.agi.channel import AgiChannel
+from voice_agent.agi.protocol import ESCAPE_DIGITS
+from voice_agent.ari.call_session import CallRecord, CallState
+from voice_agent.dialog.engine import DialogEngine, DialogState
+from voice_agent.providers.stt import SpeechToText
+from voice_agent.providers.tts import PromptCache, TextToSpeech
+from voice_agent.tenants import Tenant
+from voice_agent.tenants.data import TenantDB
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeechServices:
+    """What every AGI call shares: models and data loaded once per process."""
+
+    db: TenantDB
+    stt: SpeechToText
+    tts: TextToSpeech
+    prompts: PromptCache = field(default_factory=PromptCache)
+
+    async def warm_up(self) -> None:
+        """Load the models at start, so the first caller does not wait for them."""
+        for model in (self.stt, self.tts):
+            load = getattr(model, "load", None)
+            if load is not None:
+                await load()
+
+
+@dataclass(frozen=True)
+class TurnLimits:
+    """How a caller's turn is cut: ``RECORD FILE``'s silence and length limits."""
+
+    silence_seconds: int = 2
+    max_record_seconds: float = 20.0
+
+
+class AgiConversation:
+    """One call's sequential loop; returns when the agent ends the call or hands it over.
+
+    A hang-up surfaces as :class:`~voice_agent.agi.protocol.AgiHangup`
+    from the channel, or as cancellation when it happens between commands.
+    """
+
+    def __init__(self, services: SpeechServices, tenant: Tenant, channel: AgiChannel,
+                 record: CallRecord, files: CallFiles, limits: TurnLimits,
+                 on_state: Callable[[CallState], None] = lambda state: None) -> None:
+        self.services = services
+        self.tenant = tenant
+        self.channel = channel
+        self.record = record
+        self.files = files
+        self.limits = limits
+        self._on_state = on_state
+        self.engine = DialogEngine(tenant, services.db)
+        self.state = DialogState(caller_id=record.caller or "anonymous")
+        #: (context, extension) once the caller was handed to a person.
+        self.transferred_to: tuple[str, str] | None = None
+
+    async def run(self) -> None:
+        self._on_state(CallState.GREETING)
+        greeting = self.engine.greet(self.state)
+        key = await self._say(greeting.text, {}, cached=True)
+        self._on_state(CallState.LISTENING)
+        while True:
+            if key is not None:
+                turn: dict[str, Any] = {"dtmf": key}
+                said = key
+            else:
+                turn, said, key = await self._listen()
+                if key is not None or not said:
+                    continue
+            self.record.turns.append(turn)
+            reply = await asyncio.to_thread(self.engine.reply, self.state, said)
+            turn["reply_ready"] = time.monotonic()
+            turn["reply"] = reply.text
+            turn["intent"] = reply.intent
+            key = await self._say(reply.text, turn, cached=False)
+            if reply.transfer and self.tenant.operator_extension:
+                await self._transfer(self.tenant.operator_context, self.tenant.operator_extension)
+                return
+            if reply.done:
+                self.record.end_reason = "agent ended the call"
+                return
+
+    async def _listen(self) -> tuple[dict[str, Any], str, str | None]:
+        """Record one caller turn and transcribe it: (turn, transcript, key pressed)."""
+        target = self.files.new("rec")
+        recorded = await self.channel.record_file(
+            target.asterisk_name, ESCAPE_DIGITS, int(self.limits.max_record_seconds * 1000),
+            self.limits.silence_seconds)
+        ended = time.monotonic()
+        try:
+            if recorded.digit is not None:
+                return {}, "", recorded.digit
+            pcm = await asyncio.to_thread(read_recording, target.host_path)
+        finally:
+            await asyncio.to_thread(target.host_path.unlink, missing_ok=True)
+        hit_limit = recorded.samples >= (self.limits.max_record_seconds - 0.5) * ASTERISK_WAV_RATE
+        turn: dict[str, Any] = {
+            "speech_end": ended if hit_limit else ended - self.limits.silence_seconds,
+            "record_end": ended,
+        }
+        if not has_speech(pcm):
+            return turn, "", None
+        transcript = await self.services.stt.transcribe(pcm)
+        turn["stt_final"] = time.monotonic()
+        turn["heard"] = transcript.text
+        return turn, transcript.text.strip(), None
+
+    async def _say(self, text: str, turn: dict[str, Any], *, cached: bool) -> str | None:
+        """Synthesise ``text`` into a file and play it; returns the key that stopped it."""
+        tts, prompts = self.services.tts, self.services.prompts
+        chunks = prompts.stream(tts, text) if cached else tts.stream(text)
+        async with contextlib.aclosing(chunks) as stream:
+            pcm = [chunk async for chunk in stream]
+        target = self.files.new("say")
+        audio = np.concatenate(pcm) if pcm else np.zeros(0, np.int16)
+        try:
+            await asyncio.to_thread(write_reply, target.host_path, audio)
+            turn.setdefault("first_audio", time.monotonic())
+            key = await self.channel.stream_file(target.asterisk_name, ESCAPE_DIGITS)
+            turn["played"] = time.monotonic()
+        finally:
+            await asyncio.to_thread(target.host_path.unlink, missing_ok=True)
+        return key
+
+    async def _transfer(self, context: str, extension: str) -> None:
+        """Point the channel at the operator; it goes there when the AGI connection closes."""
+        await self.channel.goto(context, extension)
+        self.transferred_to = (context, extension)
+        self.record.end_reason = f"transferred to {extension}@{context}"

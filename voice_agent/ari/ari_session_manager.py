@@ -1,0 +1,338 @@
+"""The Stasis application: routes ARI events to live calls.
+
+One :class:`SessionManager` per process consumes the ordered event stream of
+the ``voice_agent`` app and owns every :class:`CallSession`:
+
+* ``StasisStart`` of a caller → tenant from the Stasis args → admission check →
+  new session (unknown tenant or full house → prompt, then hang up);
+* ``ChannelDtmfReceived`` → the session;
+* ``StasisEnd`` / ``ChannelDestroyed`` → the session stops and releases
+  everything it created;
+* after every events-socket (re)connect → reconcile: sessions whose channel no
+  longer exists in Asterisk (it restarted, or the call ended while we were
+  disconnected) are closed, and media channels and bridges of ours that no
+  session owns are removed;
+* every ``reconcile_seconds`` while connected → the same check as a janitor,
+  for leftovers no event announces (a teardown whose REST call failed under
+  load, a lost ``StasisEnd``), plus *stranded callers*: channels sitting in
+  this Stasis app with no session, left by an agent process that died
+  mid-call (Asterisk replays no ``StasisStart`` to the next one, and a SIP
+  caller without an RTP timeout would hear silence for ever); they are hung
+  up. It acts only on what it found on two checks in a row: a call being set
+  up has a media channel or bridge (or its ``StasisStart`` is still queued)
+  for a moment before its session exists, and one check alone cannot tell
+  that from a leftover.
+
+Handlers run synchronously in event order and never block; any waiting
+(answer, playback) happens in per-call tasks the manager tracks, so a slow
+REST call on one call never delays events for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from voice_agent.ari.ari_audio_bridge import (
+    HelperChannels,
+    MediaFactory,
+    bridge_prefix,
+    media_channel_prefix,
+)
+from voice_agent.ari.asterisk_ari import AriClient, AriConnectionError, AriError, Event
+from voice_agent.ari.call_session import CallAgent, CallRecord, CallSession
+from voice_agent.ari.playback import PlaybackTracker
+from voice_agent.config import Settings
+from voice_agent.tenants import TenantRegistry, UnknownTenantError
+
+log = logging.getLogger(__name__)
+
+#: Channel technologies the agent itself creates (media, snoop): never callers.
+HELPER_CHANNEL_PREFIXES = ("UnicastRTP/", "Snoop/", "WebSocket/", "AudioSocket/")
+
+
+@dataclass
+class RejectedCall:
+    """A call turned away before a session existed."""
+
+    channel_id: str
+    channel_name: str
+    reason: str
+    prompt: str
+    at: float = field(default_factory=time.time)
+    prompt_state: str = ""
+
+
+class SessionManager:
+    """Registry of live calls and dispatcher of the app's ARI events."""
+
+    def __init__(
+        self,
+        ari: AriClient,
+        tenants: TenantRegistry,
+        settings: Settings,
+        *,
+        media: Callable[[HelperChannels], MediaFactory] | None = None,
+        agent: CallAgent | None = None,
+    ) -> None:
+        self.ari = ari
+        self._tenants = tenants
+        self._settings = settings
+        self.playbacks = PlaybackTracker(ari)
+        #: Live sessions by caller channel id.
+        self.sessions: dict[str, CallSession] = {}
+        #: Finished calls and rejections, newest last (bounded: this is not a CDR store).
+        self.completed: collections.deque[CallRecord] = collections.deque(maxlen=1000)
+        self.rejected: collections.deque[RejectedCall] = collections.deque(maxlen=1000)
+        #: Channels the agent created itself (externalMedia, snoop): not callers.
+        self.helpers = HelperChannels()
+        #: Builds each call's audio path; None = no media (greeting-only agent).
+        self.media = media(self.helpers) if media is not None else None
+        self.agent = agent
+        self.accepting = True
+        self.calls_total = 0
+        self.orphans_removed = 0
+        self.stranded_removed = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._events_task: asyncio.Task[None] | None = None
+        self._janitor_task: asyncio.Task[None] | None = None
+        #: Callers hearing a rejection prompt: in our app without a session, on purpose.
+        self._rejecting: set[str] = set()
+        #: What the last janitor check found out of line (acted on if seen again).
+        self._suspects: set[str] = set()
+        self._handlers: dict[str, Callable[[Event], None]] = {
+            "StasisStart": self._on_stasis_start,
+            "StasisEnd": self._on_channel_gone,
+            "ChannelDestroyed": self._on_channel_gone,
+            "ChannelDtmfReceived": self._on_dtmf,
+            "PlaybackFinished": self.playbacks.on_event,
+        }
+
+    # ------------------------------------------------------------ main loop
+    def start(self) -> None:
+        """Start consuming events (reconnecting under the hood) in a background task."""
+        self._events_task = asyncio.create_task(self._consume(), name="ari-events")
+        if self._settings.reconcile_seconds > 0:
+            self._janitor_task = asyncio.create_task(
+                self._janitor(self._settings.reconcile_seconds), name="ari-janitor")
+
+    async def _janitor(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.ari.connected.is_set():
+                try:
+                    await self.reconcile(confirm=True)
+                except Exception:  # the janitor must outlive any one bad check
+                    log.exception("periodic reconcile failed")
+
+    async def _consume(self) -> None:
+        async for event in self.ari.events(on_connected=self.reconcile):
+            self.dispatch(event)
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Wait until the app is registered in Asterisk; fail fast if the loop died."""
+        assert self._events_task is not None, "start() first"
+        connected = asyncio.create_task(self.ari.connected.wait())
+        try:
+            done, _ = await asyncio.wait({connected, self._events_task}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+        if self._events_task in done:
+            self._events_task.result()  # raises the reason (e.g. AriAuthError)
+            raise AriError("ARI event loop stopped unexpectedly")
+        if connected not in done:
+            raise AriConnectionError(
+                f"no ARI events connection to {self.ari.base_url} within {timeout:.0f} s; "
+                "is Asterisk running? (voice-agent asterisk status)"
+            )
+
+    def dispatch(self, event: Event) -> None:
+        """Route one event; a failing handler is logged, never fatal to the loop."""
+        handler = self._handlers.get(event.get("type", ""))
+        if handler is None:
+            return
+        try:
+            handler(event)
+        except Exception:
+            log.exception("error handling ARI event %s", event.get("type"))
+
+    async def reconcile(self, *, confirm: bool = False) -> None:
+        """Bring our view and Asterisk's back in line (after every (re)connect).
+
+        Sessions whose channel Asterisk no longer has are closed; media
+        channels and bridges carrying this app's id prefix that no live
+        session owns (left by a crashed run, or by a teardown that failed
+        while Asterisk was overloaded) are removed. With ``confirm`` (the
+        periodic janitor) only what the previous ``confirm`` check also found
+        is acted on, so calls in the middle of setup or teardown are left alone.
+        """
+        try:
+            channels = await self.ari.list_channels()
+            bridges = await self.ari.list_bridges()
+        except AriError as exc:
+            log.warning("reconcile skipped: %s", exc)
+            return
+        live = {channel["id"] for channel in channels}
+        vanished = [channel_id for channel_id in self.sessions if channel_id not in live]
+        owned_bridges = {b for s in self.sessions.values() for b in s.record.bridges}
+        media_prefix, own_bridges = media_channel_prefix(self.ari.app), bridge_prefix(self.ari.app)
+        orphans = [c["id"] for c in channels
+                   if c["id"].startswith(media_prefix) and c["id"] not in self.helpers]
+        stale = [b["id"] for b in bridges
+                 if b["id"].startswith(own_bridges) and b["id"] not in owned_bridges]
+        stranded: list[str] = []
+        if confirm:
+            stranded = [c["id"] for c in channels if self._stranded(c, media_prefix)]
+            found = {*vanished, *orphans, *stale, *stranded}
+            seen_before, self._suspects = self._suspects, found
+            vanished, orphans, stale, stranded = ([i for i in ids if i in seen_before]
+                                                  for ids in (vanished, orphans, stale, stranded))
+        for channel_id in stranded:
+            log.warning("hanging up %s: in Stasis(%s) with no session (left by an agent that "
+                        "stopped mid-call)", channel_id, self.ari.app)
+            await self._remove(self.ari.hangup, channel_id)
+        self.stranded_removed += len(stranded)
+        for channel_id in vanished:
+            session = self.sessions.get(channel_id)
+            if session is not None:
+                log.warning("call %s: channel %s no longer exists in Asterisk",
+                            session.id, channel_id)
+                session.on_caller_gone("channel gone after ARI reconnect" if not confirm
+                                       else "channel gone (found by the periodic check)")
+        for channel_id in orphans:
+            await self._remove(self.ari.hangup, channel_id)
+        for bridge_id in stale:
+            await self._remove(self.ari.destroy_bridge, bridge_id)
+        if orphans or stale:
+            log.warning("reconcile removed %d orphaned media channel(s) and %d bridge(s)",
+                        len(orphans), len(stale))
+        self.orphans_removed += len(orphans) + len(stale)
+
+    def _stranded(self, channel: dict[str, Any], media_prefix: str) -> bool:
+        """A caller channel in this app that no session, helper or rejection owns."""
+        dialplan = channel.get("dialplan") or {}
+        in_app = (dialplan.get("app_name") == "Stasis"
+                  and str(dialplan.get("app_data", "")).split(",")[0] == self.ari.app)
+        channel_id = channel["id"]
+        return (in_app and channel_id not in self.sessions and channel_id not in self.helpers
+                and channel_id not in self._rejecting and not channel_id.startswith(media_prefix))
+
+    @staticmethod
+    async def _remove(remove: Callable[[str], Awaitable[None]], object_id: str) -> None:
+        try:
+            await remove(object_id)
+        except AriError as exc:  # gone meanwhile, or Asterisk busy: next reconcile retries
+            log.debug("could not remove %s: %s", object_id, exc)
+
+    async def shutdown(self, drain_seconds: float = 0.0) -> None:
+        """Stop admitting calls, let live ones finish for ``drain_seconds``, end the rest."""
+        self.accepting = False
+        if drain_seconds > 0 and self._tasks:
+            log.info("draining %d live call(s) for up to %.0f s", len(self.sessions),
+                     drain_seconds)
+            await asyncio.wait(set(self._tasks), timeout=drain_seconds)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._janitor_task is not None:
+            self._janitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor_task
+        if self._events_task is not None:
+            self._events_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AriError):
+                await self._events_task
+
+    # ------------------------------------------------------------- handlers
+    def _on_stasis_start(self, event: Event) -> None:
+        channel: dict[str, Any] = event["channel"]
+        channel_id, name = channel["id"], channel.get("name", "")
+        args: list[str] = event.get("args") or []
+        if self.helpers.started(channel_id) or (
+            not args and name.startswith(HELPER_CHANNEL_PREFIXES)
+        ):
+            return
+        if channel_id in self.sessions:
+            return  # re-entry into Stasis (e.g. after a bridge move): same call
+        try:
+            tenant = self._tenants.resolve(args)
+        except UnknownTenantError as exc:
+            log.error("rejecting %s (%s): %s", name, channel_id, exc)
+            self._reject(channel, str(exc), self._settings.unknown_tenant_prompt)
+            return
+        if not self.accepting:
+            self._reject(channel, "service shutting down", self._settings.busy_prompt)
+            return
+        if len(self.sessions) >= self._settings.max_calls:
+            log.warning("rejecting %s: admission limit of %d calls reached",
+                        name, self._settings.max_calls)
+            self._reject(channel, "admission limit reached", self._settings.busy_prompt)
+            return
+        session = CallSession(
+            channel=channel,
+            tenant=tenant,
+            ari=self.ari,
+            playbacks=self.playbacks,
+            max_seconds=self._settings.max_call_seconds,
+            media=self.media,
+            agent=self.agent,
+        )
+        self.sessions[channel_id] = session
+        self.calls_total += 1
+        log.info("call %s from %s (%s) -> tenant %s [%d live]", session.id,
+                 session.record.caller or "unknown", name, tenant.name, len(self.sessions))
+        self._spawn(self._serve(session), f"session-{session.id}")
+
+    async def _serve(self, session: CallSession) -> None:
+        try:
+            await session.run()
+        finally:
+            self.sessions.pop(session.channel_id, None)
+            self.completed.append(session.record)
+
+    def _on_channel_gone(self, event: Event) -> None:
+        session = self.sessions.get(event["channel"]["id"])
+        if session is not None:
+            cause = event.get("cause_txt") or event["type"]
+            session.on_caller_gone(f"caller hung up ({cause})")
+
+    def _on_dtmf(self, event: Event) -> None:
+        session = self.sessions.get(event["channel"]["id"])
+        if session is not None:
+            session.on_dtmf(str(event.get("digit", "")))
+
+    # ------------------------------------------------------------ rejection
+    def _reject(self, channel: dict[str, Any], reason: str, prompt: str) -> None:
+        rejected = RejectedCall(channel["id"], channel.get("name", ""), reason, prompt)
+        self.rejected.append(rejected)
+        self._rejecting.add(rejected.channel_id)
+        self._spawn(self._play_and_hang_up(rejected), f"reject-{channel['id']}")
+
+    async def _play_and_hang_up(self, rejected: RejectedCall) -> None:
+        """Tell the caller why (a short prompt), then hang up; tolerate early hang-ups."""
+        try:
+            await self.ari.answer(rejected.channel_id)
+            rejected.prompt_state = await self.playbacks.play(
+                rejected.channel_id, f"sound:{rejected.prompt}", timeout=15
+            )
+        except (AriError, TimeoutError) as exc:
+            rejected.prompt_state = f"not played: {exc}"
+        finally:
+            self._rejecting.discard(rejected.channel_id)
+            try:
+                await self.ari.hangup(rejected.channel_id)
+            except AriError:
+                pass  # already gone
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,331 @@
+"""The conversation agent: listen, understand, answer — and stop when interrupted.
+
+Per call, one loop reads the caller's 20 ms frames, scores them with the VAD
+and feeds the endpointer and, while the agent talks, the barge-in rule:
+
+* ``SpeechEnd`` (the caller finished a turn): start a *turn task* — transcribe
+  the utterance, ask the dialog engine (or the server LLM, when one is
+  configured: :mod:`~voice_agent.dialog.llm_dialog`), speak the reply clause by
+  clause. The frame loop keeps running, so the caller can interrupt at any moment.
+  Transcription starts early, after ``speculate_after_ms`` of trailing silence;
+  if the caller stays silent until the endpointer ends the turn, that
+  transcript is the turn's (its cost is hidden in the end-of-turn wait).
+* :class:`~voice_agent.conversation.barge_in.BargeIn` (caller speech held over
+  the agent's, loud enough not to be its echo): the turn task is cancelled and
+  every queued frame flushed, so the caller hears silence within a frame or
+  two; the endpointer goes on collecting the interrupting speech (with its
+  pre-roll), which becomes the next utterance. The history keeps only the part
+  of the reply that was played, marked interrupted.
+* Speech over the agent that never passes the barge-in rule (echo, noise, a
+  murmur) is dropped when it ends: answering it would answer the agent itself.
+
+The agent drives the call's state: GREETING until the greeting was heard, then
+LISTENING → THINKING (turn started) → SPEAKING (first audio queued) → LISTENING
+(reply played, or cut). Every turn records its timestamps (speech end,
+transcript, reply, first audio queued, all played) and every barge-in its
+onset, detection, stop and dropped frames, in the call record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+
+from voice_agent.ari.call_session import CallSession, CallState
+from voice_agent.audio.resample import INTERNAL_RATE
+from voice_agent.conversation.barge_in import BargeIn, BargeInConfig, BargeInDetector
+from voice_agent.conversation.spoken_reply import SpokenReply
+from voice_agent.dialog.engine import DialogEngine, DialogState
+from voice_agent.dialog.llm_dialog import LlmDialog
+from voice_agent.media.call_audio import FRAME_SAMPLES, FRAME_SECONDS, CallAudio
+from voice_agent.providers.llm import LanguageModel
+from voice_agent.providers.stt import SpeechToText, Transcript
+from voice_agent.providers.tts import PromptCache, TextToSpeech, split_for_speech
+from voice_agent.providers.vad import (
+    Endpointer,
+    EndpointerConfig,
+    SileroVad,
+    SpeechEnd,
+    VoiceActivityDetector,
+)
+from voice_agent.tenants import TenantRegistry
+from voice_agent.tenants.data import TenantDB
+
+log = logging.getLogger(__name__)
+
+IDLE_TICK = 0.1  # how long without a frame before the silence is accounted for
+SILENT_FRAME = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+#: States in which the agent's voice is on the line and the caller may barge in.
+TALKING = frozenset({CallState.GREETING, CallState.SPEAKING})
+
+
+class ConversationAgent:
+    """Turn-taking with barge-in on top of STT, the dialog engine and TTS.
+
+    ``vad`` makes one detector per call (it has per-call state); tests pass a
+    scripted one.
+    """
+
+    speaks_greeting = True
+
+    def __init__(
+        self,
+        tenants: TenantRegistry,
+        db: TenantDB,
+        stt: SpeechToText,
+        tts: TextToSpeech,
+        *,
+        endpointer: EndpointerConfig | None = None,
+        prompts: PromptCache | None = None,
+        barge_in: BargeInConfig | None = None,
+        vad: Callable[[], VoiceActivityDetector] = SileroVad,
+        speculate_after_ms: int = 200,
+        llm: LanguageModel | None = None,
+    ) -> None:
+        self._tenants = tenants
+        self._db = db
+        self._stt = stt
+        self._tts = tts
+        self._endpointer = endpointer or EndpointerConfig()
+        self._prompts = prompts or PromptCache()
+        self._barge_in = barge_in or BargeInConfig()
+        self._vad = vad
+        #: Start transcribing after this much trailing silence, before the turn's end
+        #: is decided (0: never). A pause the caller talks on through costs one
+        #: wasted transcription; a real end of turn gets its transcript that much sooner.
+        self._speculate_frames = speculate_after_ms // 20
+        #: Replies from a server LLM with tool calls (None: the embedded engine only).
+        self._llm = llm
+
+    async def aclose(self) -> None:
+        """Release the LLM client's connections (the service calls this at shutdown)."""
+        if (close := getattr(self._llm, "aclose", None)) is not None:
+            await close()
+
+    async def warm_up(self) -> None:
+        """Load the models once, at service start, not on the first call."""
+        for model in (self._stt, self._tts):
+            load = getattr(model, "load", None)
+            if load is not None:
+                await load()
+        self._vad()  # Silero: builds the shared ONNX session
+
+    async def __call__(self, call: CallSession) -> None:
+        assert call.audio is not None
+        await _Call(self, call, call.audio).run()
+
+
+class _Call:
+    """One call's conversation state (the agent object is shared by all calls)."""
+
+    def __init__(self, agent: ConversationAgent, call: CallSession, audio: CallAudio) -> None:
+        self.agent = agent
+        self.call = call
+        self.audio = audio
+        self.record = call.record
+        self.tenant = agent._tenants.resolve([self.record.tenant])
+        self.engine = DialogEngine(self.tenant, agent._db)
+        self.llm = (LlmDialog(self.tenant, agent._db, agent._llm, self.engine)
+                    if agent._llm is not None else None)
+        self.state = DialogState(caller_id=self.record.caller or "anonymous")
+        self.vad = agent._vad()
+        endpointing = agent._endpointer
+        if self.tenant.silence_ms:  # the tenant's own end-of-turn silence
+            endpointing = endpointing.model_copy(update={"silence_ms": self.tenant.silence_ms})
+        self.endpointer = Endpointer(endpointing)
+        #: A transcription started early on the open utterance: (its end frame, task).
+        self.speculation: tuple[int, asyncio.Task[Transcript]] | None = None
+        self.barge_in = BargeInDetector(agent._barge_in)
+        self.turn: asyncio.Task[None] | None = None
+        #: The reply on the line (or last on it) and its record entry.
+        self.reply = SpokenReply()
+        self.reply_turn: dict[str, Any] = {}
+        #: The open utterance overlapped the agent's voice without passing the barge-in rule.
+        self.talked_over = False
+        self.finished = asyncio.Event()
+
+    async def run(self) -> None:
+        greeting = self.engine.greet(self.state)
+        self.turn = asyncio.create_task(
+            self._say(_pieces(greeting.text), cached=True, turn={}, state=CallState.GREETING))
+        reader = asyncio.create_task(self._listen())
+        keys = asyncio.create_task(self._keys())
+        finished = asyncio.create_task(self.finished.wait())
+        try:
+            await asyncio.wait({reader, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._drop_speculation()
+            tasks = [t for t in (reader, keys, finished, self.turn) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _keys(self) -> None:
+        """DTMF is a turn too: '#' repeats, '0' asks for a person, digits fill slots."""
+        while True:
+            digit = await self.call.dtmf.get()
+            if self.call.state in TALKING:
+                now = time.monotonic()
+                self._barge_in(BargeIn(now, now))
+            if self.turn is not None and not self.turn.done():
+                self.turn.cancel()
+            self.call.transition(CallState.THINKING)
+            self.turn = asyncio.create_task(self._respond(digit, {"dtmf": digit}))
+
+    async def _listen(self) -> None:
+        last = time.monotonic()
+        while True:
+            try:
+                frame = await self.audio.next_frame(timeout=IDLE_TICK)
+            except EOFError:
+                return
+            if frame is None:
+                # Asterisk sends nothing while the caller is silent, but silence is
+                # exactly what ends a turn: feed the time that passed as silence.
+                now = time.monotonic()
+                missing = int((now - last) / FRAME_SECONDS)
+                for _ in range(missing):
+                    self._hear(SILENT_FRAME, now)
+                last += missing * FRAME_SECONDS
+                continue
+            last = frame.arrival
+            self._hear(frame.pcm, frame.arrival)
+
+    def _hear(self, pcm: np.ndarray, arrival: float) -> None:
+        probability = self.vad.speech_probability(pcm)
+        event = self.endpointer.process(pcm, probability)
+        if self.call.state in TALKING:
+            cut = self.barge_in.process(pcm, probability, self._agent_level(), arrival)
+            if cut is not None:
+                self._barge_in(cut)
+            elif self.endpointer.in_speech:
+                self.talked_over = True
+        else:
+            self.barge_in.reset()
+        if isinstance(event, SpeechEnd):
+            if self.talked_over or self.call.state in TALKING:
+                log.info("call %s: ignored %.2f s of sound over the agent's voice",
+                         self.record.session_id, len(event.audio) / INTERNAL_RATE)
+            else:
+                self._start_turn(event, arrival)
+            self.talked_over = False
+        elif (self.agent._speculate_frames and self.call.state not in TALKING
+              and not self.talked_over
+              and self.endpointer.trailing_silence_frames == self.agent._speculate_frames):
+            self._speculate()
+
+    def _speculate(self) -> None:
+        """Transcribe the open utterance now; the turn uses it if the caller stays silent."""
+        end, audio = self.endpointer.utterance_so_far()
+        self._drop_speculation()
+        self.speculation = (end, asyncio.create_task(self.agent._stt.transcribe(audio)))
+
+    def _drop_speculation(self) -> None:
+        if self.speculation is not None:
+            self.speculation[1].cancel()
+            self.speculation = None
+
+    def _agent_level(self) -> float | None:
+        """Level of the agent's audio the caller hears now (what its echo is measured by)."""
+        return self.reply.level_at(self.reply.frames - self.audio.queued_frames)
+
+    def _barge_in(self, cut: BargeIn) -> None:
+        """Stop talking now; keep in the history only what the caller heard."""
+        if self.turn is not None:
+            self.turn.cancel()
+        played = self.reply.frames - self.audio.queued_frames
+        dropped = self.audio.flush()
+        self.record.barge_ins.append({"onset": cut.onset, "detected": cut.detected,
+                                      "stopped": time.monotonic(), "dropped_frames": dropped})
+        heard = self.reply.heard(played)
+        self.reply_turn.update(played_text=heard, interrupted=True)
+        self.state.cut_last_reply(heard)
+        self.barge_in.reset()
+        self.talked_over = False
+        self.call.transition(CallState.LISTENING)
+        log.info("call %s: barge-in, %d frames of agent audio dropped, heard %r",
+                 self.record.session_id, dropped, heard)
+
+    def _start_turn(self, utterance: SpeechEnd, speech_end: float) -> None:
+        if self.turn is not None and not self.turn.done():
+            self.turn.cancel()  # the caller went on talking: answer the newest words
+        self.call.transition(CallState.THINKING)
+        early = None
+        if self.speculation is not None and self.speculation[0] == utterance.end_frame:
+            early, self.speculation = self.speculation[1], None
+        self._drop_speculation()  # speech went on after it: stale
+        self.turn = asyncio.create_task(self._answer(utterance, speech_end, early))
+
+    async def _answer(self, utterance: SpeechEnd, speech_end: float,
+                      early: asyncio.Task[Transcript] | None) -> None:
+        turn: dict[str, Any] = {"speech_end": speech_end, "speculative": early is not None}
+        try:
+            transcript = await (early or self.agent._stt.transcribe(utterance.audio))
+        finally:
+            if early is not None:
+                early.cancel()
+        turn["stt_final"] = time.monotonic()
+        turn["heard"] = transcript.text
+        if transcript.text.strip():
+            await self._respond(transcript.text, turn)
+        else:
+            self.call.transition(CallState.LISTENING)
+
+    async def _respond(self, said: str, turn: dict[str, Any]) -> None:
+        self.record.turns.append(turn)
+        if self.llm is not None and "dtmf" not in turn:  # keys stay with the engine (#, 0)
+            turn["llm"] = True
+            await self._say(self.llm.reply(self.state, said), cached=False, turn=turn)
+            return
+        reply = await asyncio.to_thread(self.engine.reply, self.state, said)
+        turn.update(reply_ready=time.monotonic(), reply=reply.text, intent=reply.intent)
+        await self._say(_pieces(reply.text), cached=False, turn=turn)
+        if reply.transfer and self.tenant.operator_extension:
+            self.call.transfer_to = (self.tenant.operator_context,
+                                     self.tenant.operator_extension)
+            self.finished.set()
+        elif reply.done:
+            self.record.end_reason = "agent ended the call"
+            self.finished.set()
+
+    async def _say(self, pieces: AsyncIterator[str], *, cached: bool, turn: dict[str, Any],
+                   state: CallState = CallState.SPEAKING) -> None:
+        """Speak the reply piece by piece; returns when the caller has heard all of it.
+
+        Pieces (clauses, or an LLM's sentences as it writes them) are synthesized
+        one after the other while earlier ones play, and each one's frames are
+        remembered, so a barge-in knows what was heard.
+        """
+        self.reply, self.reply_turn = SpokenReply(), turn
+        said: list[str] = []
+        async for clause in pieces:
+            turn.setdefault("reply_ready", time.monotonic())
+            if turn.get("llm"):
+                said.append(clause)
+                turn["reply"] = " ".join(said)
+            self.reply.start_clause(clause)
+            chunks = (self.agent._prompts.stream(self.agent._tts, clause) if cached
+                      else self.agent._tts.stream(clause))
+            async with contextlib.aclosing(chunks) as stream:
+                async for chunk in stream:
+                    self.reply.wrote(chunk, self.audio.write(chunk, INTERNAL_RATE))
+                    if "first_audio" not in turn:
+                        turn["first_audio"] = time.monotonic()
+                        self.call.transition(state)
+        if padded := self.audio.finish():  # the tail, padded to a whole frame of silence
+            self.reply.wrote(SILENT_FRAME[:0], padded)
+        await self.audio.wait_played()  # still "speaking" until the caller heard it all
+        turn["played"] = time.monotonic()
+        self.call.transition(CallState.LISTENING)
+
+
+async def _pieces(text: str) -> AsyncIterator[str]:
+    """A reply known in full, as the clauses it is spoken in."""
+    for clause in split_for_speech(text):
+        yield clause

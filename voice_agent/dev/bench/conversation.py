@@ -1,0 +1,280 @@
+"""Conversation benchmarks on real calls: voice-to-voice latency and barge-in.
+
+The agent runs in this process (the same service as ``voice-agent serve``, the
+embedded stack) so its per-turn timestamps share a clock with the scripted
+caller's; calls are real SIP calls through the local Asterisk, one at a time
+(a person on the line, not a load test).
+
+* ``latency``: each tenant answers ``turns`` questions. Caller-side
+  voice-to-voice latency (caller speech end → first agent audio at the phone)
+  and a per-stage breakdown from the agent's turn record: endpointing (speech
+  end → the endpointer's decision), STT, dialog reply, TTS first audio, and the
+  network/playout rest.
+* ``barge_in``: the caller interrupts a long reply ``interruptions`` times at
+  varying moments: stop delay at the caller (interrupt speech onset → last
+  agent audio heard) and agent-side onset → detection → flush. Then the
+  false-trigger set: a 100 ms noise burst (a cough) during a reply, which must
+  not interrupt.
+
+* ``compare``: the latency questions through ARI and through the AGI fallback
+  with the same models: V2V per path and the agent's CPU per call.
+
+Writes ``bench/results/{latency,barge-in,compare}.json`` and a PNG for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import functools
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from voice_agent.agi.asterisk_agi import running_agi_server
+from voice_agent.ari.ari_session_manager import SessionManager
+from voice_agent.ari.call_session import CallRecord
+from voice_agent.config import Settings
+from voice_agent.dev.bench.media import RESULTS, _git_commit, machine, write_result
+from voice_agent.dev.sim.conversation import Exchange, ScriptedCaller, Step
+from voice_agent.dev.sim.phone import SimPhone
+from voice_agent.providers.stt import WhisperStt
+from voice_agent.service import running_agent
+
+Progress = Callable[[str], None]
+
+#: Questions each tenant answers without changing state, asked in turn.
+QUESTIONS = {
+    "18005551234": ["Where is my order one two three four five?",
+                    "Do you have the laptop in stock?"],
+    "18005555678": ["What are your opening hours?",
+                    "When is the riverside clinic open?"],
+    "18005559999": ["What courses do you offer?",
+                    "I would like to register for a course."],
+}
+STACK = "embedded: silero VAD, whisper tiny.en, dialog engine, piper joe-medium"
+STAGES = ("endpointing", "stt", "reply", "tts_first_audio", "network_playout")
+TURNS_PER_CALL = 5
+
+
+def _percentiles(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "p50": None, "p95": None}
+    return {"n": len(values), "p50": float(np.percentile(values, 50)),
+            "p95": float(np.percentile(values, 95))}
+
+
+def _stages(exchange: Exchange, turn: dict[str, Any], caller_speech_end: float
+            ) -> dict[str, float] | None:
+    needed = ("speech_end", "stt_final", "reply_ready", "first_audio")
+    if exchange.reply_started is None or any(key not in turn for key in needed):
+        return None
+    return {"endpointing": turn["speech_end"] - caller_speech_end,
+            "stt": turn["stt_final"] - turn["speech_end"],
+            "reply": turn["reply_ready"] - turn["stt_final"],
+            "tts_first_audio": turn["first_audio"] - turn["reply_ready"],
+            "network_playout": exchange.reply_started - turn["first_audio"]}
+
+
+def _session_record(manager: SessionManager) -> CallRecord:
+    if manager.sessions:
+        return next(iter(manager.sessions.values())).record
+    return manager.completed[-1]
+
+
+RecordOf = Callable[[], CallRecord | None]
+
+
+async def _one_call(settings: Settings, stt: WhisperStt | None, number: str, steps: list[Step],
+                    record_of: RecordOf, trailing_silence: float = 0.0,
+                    ) -> tuple[list[Exchange], CallRecord | None]:
+    async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+        call = await phone.dial(number, audio=True, via="sip")
+        try:
+            async with ScriptedCaller(call, stt, trailing_silence) as caller:
+                await caller.run(steps)
+                exchanges = await caller.finish()
+                record = record_of()
+        finally:
+            await call.hangup()
+    return exchanges, record
+
+
+async def _interview(settings: Settings, turns: int, stt: WhisperStt | None,
+                     record_of: RecordOf, progress: Progress,
+                     trailing_silence: float = 0.0) -> list[dict[str, Any]]:
+    """Every tenant answers ``turns`` questions, ``TURNS_PER_CALL`` to a call."""
+    rows: list[dict[str, Any]] = []
+    for number, questions in QUESTIONS.items():
+        asked = list(itertools.islice(itertools.cycle(questions), turns))
+        for start in range(0, turns, TURNS_PER_CALL):
+            steps = [Step(q) for q in asked[start:start + TURNS_PER_CALL]]
+            exchanges, record = await _one_call(settings, stt, number, steps, record_of,
+                                                trailing_silence)
+            agent_turns = record.turns if record is not None else []
+            for i, exchange in enumerate(exchanges[1:]):
+                turn = agent_turns[i] if i < len(agent_turns) else {}
+                speech_end = (exchange.reply_started or 0) - (exchange.latency_s or 0)
+                rows.append({"number": number, "said": exchange.said,
+                             "heard": exchange.heard, "agent_heard": turn.get("heard"),
+                             "v2v_s": exchange.latency_s,
+                             "stages": _stages(exchange, turn, speech_end)})
+                progress(f"{number}: {exchange.said!r} → {exchange.latency_s:.2f} s"
+                         if exchange.latency_s is not None else f"{number}: no reply")
+    return rows
+
+
+def _conversation_settings(settings: Settings, data: str) -> Settings:
+    return settings.model_copy(update={"agent": "conversation", "data_dir": Path(data)})
+
+
+def _stamp(result: dict[str, Any], settings: Settings, commit: str) -> dict[str, Any]:
+    """``commit``: read when the run started (the code that ran, not what HEAD became)."""
+    return result | {"transport": settings.media_transport, "commit": commit,
+                     "machine": machine(),
+                     "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+async def latency(settings: Settings, turns: int, progress: Progress = print) -> dict[str, Any]:
+    """``turns`` questions per tenant; V2V at the caller and the per-stage breakdown."""
+    commit = _git_commit()
+    with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
+        async with running_agent(_conversation_settings(settings, data)) as manager:
+            await manager.wait_connected(30)
+            rows = await _interview(settings, turns, WhisperStt(),
+                                    lambda: _session_record(manager), progress)
+    v2v = [r["v2v_s"] for r in rows if r["v2v_s"] is not None]
+    staged = [r["stages"] for r in rows if r["stages"]]
+    return _stamp({"kind": "latency", "turns": rows, "v2v_s": _percentiles(v2v),
+                   "stages_s": {s: _percentiles([st[s] for st in staged]) for s in STAGES},
+                   "stack": STACK}, settings, commit)
+
+
+async def compare(settings: Settings, turns: int, progress: Progress = print) -> dict[str, Any]:
+    """The same questions through ARI (streamed, full duplex) and AGI (the sequential fallback).
+
+    Same models, tenants and caller; the caller does not transcribe the replies,
+    so this process's CPU is the agent's (plus the simulated phone's RTP). AGI's
+    turn ends on ``RECORD FILE``'s silence detection, which counts silent audio
+    frames, so its caller sends 3 s of silence after each question.
+    """
+    commit = _git_commit()
+    paths: dict[str, Any] = {}
+    process = psutil.Process()
+    with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
+        agent_settings = _conversation_settings(settings, data)
+        for path in ("ari", "agi"):
+            progress(f"--- {path}")
+            async with contextlib.AsyncExitStack() as stack:
+                record_of: RecordOf = lambda: None  # noqa: E731
+                silence = 3.0
+                if path == "ari":
+                    manager = await stack.enter_async_context(running_agent(agent_settings))
+                    await manager.wait_connected(30)
+                    record_of, silence = functools.partial(_session_record, manager), 0.0
+                else:
+                    await stack.enter_async_context(running_agi_server(agent_settings))
+                cpu, wall = sum(process.cpu_times()[:2]), time.monotonic()
+                rows = await _interview(settings, turns, None, record_of, progress, silence)
+                cpu_pct = (sum(process.cpu_times()[:2]) - cpu) / (time.monotonic() - wall) * 100
+            v2v = [r["v2v_s"] for r in rows if r["v2v_s"] is not None]
+            paths[path] = {"v2v_s": _percentiles(v2v), "turns": rows,
+                           "agent_cpu_pct_of_a_core_per_call": cpu_pct,
+                           "barge_in": "yes" if path == "ari" else
+                           "none: AGI plays whole files and records only afterwards"}
+    return _stamp({"kind": "compare", "paths": paths, "stack": STACK,
+                   "targets": {"plan_agi_s": [4, 10], "plan_ari_s": [1, 3],
+                               "issue_v2v_p50_s": 0.9, "issue_v2v_p95_s": 1.5}}, settings, commit)
+
+
+async def barge_in(settings: Settings, interruptions: int, coughs: int,
+                   progress: Progress = print) -> dict[str, Any]:
+    """Interrupt the long return-policy reply; then cough over it."""
+    commit = _git_commit()
+    stt = WhisperStt()
+    rows: list[dict[str, Any]] = []
+    false_triggers = 0
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
+        async with running_agent(_conversation_settings(settings, data)) as manager:
+            await manager.wait_connected(30)
+            for i in range(interruptions):
+                after = 1.0 + (i % 4) * 0.5
+                exchanges, record = await _one_call(settings, stt, "100", [
+                    Step("What is your return policy?"),
+                    Step("Where is my order one two three four five?", barge_in_after=after)],
+                    lambda: _session_record(manager))
+                assert record is not None
+                cut = record.barge_ins[0] if record.barge_ins else {}
+                rows.append({
+                    "after_s": after, "stop_at_caller_s": exchanges[-1].barge_in_stop_s,
+                    "detect_s": cut.get("detected", 0) - cut.get("onset", 0) if cut else None,
+                    "answered_new_question": "shipped" in (record.turns[-1].get("reply") or ""),
+                    "heard_answer": exchanges[-1].heard})
+                progress(f"interruption {i + 1}: stop at caller "
+                         f"{rows[-1]['stop_at_caller_s']}, detected {rows[-1]['detect_s']}")
+            for i in range(coughs):
+                async with SimPhone(settings.ari_url, settings.ari_user,
+                                    settings.ari_secret()) as phone:
+                    call = await phone.dial("100", audio=True, via="sip")
+                    async with ScriptedCaller(call, stt) as caller:
+                        await caller.run([Step("What is your return policy?")])
+                        await asyncio.sleep(1.0 + i % 3)
+                        await call.say((rng.standard_normal(1600) * 6000).astype(np.int16))
+                        await caller.finish()
+                        record = _session_record(manager)
+                    await call.hangup()
+                false_triggers += bool(record.barge_ins)
+                progress(f"cough {i + 1}: {'INTERRUPTED' if record.barge_ins else 'ignored'}")
+    stops = [r["stop_at_caller_s"] for r in rows if r["stop_at_caller_s"] is not None]
+    detects = [r["detect_s"] for r in rows if r["detect_s"] is not None]
+    return _stamp({"kind": "barge-in", "interruptions": rows,
+                   "stop_at_caller_s": _percentiles(stops),
+                   "onset_to_detect_s": _percentiles(detects),
+                   "answered_new_question": sum(r["answered_new_question"] for r in rows),
+                   "coughs": coughs, "false_barge_ins": false_triggers,
+                   "false_barge_in_rate": false_triggers / coughs if coughs else None},
+                  settings, commit)
+
+
+def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
+    """JSON + a PNG (latency histogram and stage medians, or barge-in stop delays)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results.mkdir(parents=True, exist_ok=True)
+    name = result["kind"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if name == "compare":
+        paths = result["paths"]
+        names = list(paths)
+        left.bar([f"{n} p50" for n in names], [paths[n]["v2v_s"]["p50"] or 0 for n in names])
+        left.bar([f"{n} p95" for n in names], [paths[n]["v2v_s"]["p95"] or 0 for n in names])
+        left.set(title="voice-to-voice at the caller", ylabel="s")
+        right.bar(names, [paths[n]["agent_cpu_pct_of_a_core_per_call"] for n in names])
+        right.set(title="agent CPU per call", ylabel="% of one core")
+    elif name == "latency":
+        left.hist([r["v2v_s"] for r in result["turns"] if r["v2v_s"] is not None], bins=15)
+        left.set(title="voice-to-voice at the caller", xlabel="s", ylabel="turns")
+        medians = [result["stages_s"][s]["p50"] or 0 for s in STAGES]
+        right.barh(STAGES, medians)
+        right.set(title="median per stage", xlabel="s")
+    else:
+        stops = [r["stop_at_caller_s"] for r in result["interruptions"]
+                 if r["stop_at_caller_s"] is not None]
+        left.hist([s * 1000 for s in stops], bins=15)
+        left.set(title="barge-in: agent audio stop at the caller", xlabel="ms", ylabel="n")
+        right.bar(["interruptions", "coughs ignored"],
+                  [len(result["interruptions"]), result["coughs"] - result["false_barge_ins"]])
+        right.set(title="counts")
+    figure.suptitle(f"{name} — commit {result['commit']}, {result['transport']}")
+    return write_result(figure, result, results, name)
