@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from voice_agent.ari.ari_audio_bridge import HelperChannels, MediaFactory
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
-from voice_agent.ari.call_session import CallAgent
+from voice_agent.calls.protocol import CallAgent
 from voice_agent.config import Settings
 from voice_agent.conversation.echo import EchoAgent
 from voice_agent.media.media_clock import MediaClock

@@ -17,7 +17,7 @@ import pytest
 
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
-from voice_agent.ari.call_session import CallAgent
+from voice_agent.calls.protocol import CallAgent
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
 from voice_agent.service import running_agent

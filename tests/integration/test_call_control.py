@@ -9,7 +9,7 @@ import pytest
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
-from voice_agent.ari.call_session import CallState
+from voice_agent.calls.record import CallState
 from voice_agent.config import Settings
 from voice_agent.dev.sim.caller import place_local_call, place_sip_call
 

@@ -26,7 +26,8 @@ import pytest
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
-from voice_agent.ari.call_session import CallSession, CallState
+from voice_agent.ari.call_session import CallSession
+from voice_agent.calls.record import CallState
 from voice_agent.config import Settings
 from voice_agent.dev.llm_server import LocalLlmServer
 from voice_agent.dev.local_asterisk import LocalAsterisk

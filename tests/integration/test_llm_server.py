@@ -17,11 +17,10 @@ import pytest
 from voice_agent.config import Settings
 from voice_agent.dev.llm_server import LocalLlmServer
 from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.providers.errors import ProviderConnectionError, ProviderStreamError
 from voice_agent.providers.llm import (
     ChatMessage,
     FallbackChain,
-    LlmConnectionError,
-    LlmStreamError,
     OpenAiChat,
     StreamEnd,
     TextDelta,
@@ -109,7 +108,7 @@ async def test_server_killed_mid_stream_is_a_clear_error_then_the_standby_serves
                 _client(llm_server, max_tokens=12) as standby:
             chain = FallbackChain([first, standby])
             received: list[str] = []
-            with pytest.raises(LlmStreamError, match="broke after") as broke:
+            with pytest.raises(ProviderStreamError, match="broke after") as broke:
                 async with aclosing(chain.stream(QUESTION)) as items:
                     async for item in items:
                         if isinstance(item, TextDelta):
@@ -123,7 +122,7 @@ async def test_server_killed_mid_stream_is_a_clear_error_then_the_standby_serves
             items = [item async for item in chain.stream(QUESTION)]
             end = items[-1]
             assert isinstance(end, StreamEnd) and end.model == standby.name
-            with pytest.raises(LlmConnectionError, match="cannot reach"):
+            with pytest.raises(ProviderConnectionError, match="cannot reach"):
                 _ = [item async for item in first.stream(QUESTION)]
     finally:
         primary.stop()

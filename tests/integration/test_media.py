@@ -16,8 +16,9 @@ import pytest
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
-from voice_agent.ari.call_session import CallSession, CallState
-from voice_agent.audio.resample import ulaw_encode
+from voice_agent.ari.call_session import CallSession
+from voice_agent.audio.g711 import ulaw_encode
+from voice_agent.calls.record import CallState
 from voice_agent.config import Settings
 from voice_agent.dev.sim.caller import place_sip_call
 from voice_agent.dev.sim.pcap import write_rtp_pcap

@@ -9,7 +9,7 @@ import pytest
 from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
 from tests.integration.tcp_proxy import TcpProxy
 from voice_agent.ari.asterisk_ari import AriAuthError, AriClient, AriConnectionError
-from voice_agent.ari.call_session import CallState
+from voice_agent.calls.record import CallState
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
 from voice_agent.dev.sim.caller import place_local_call

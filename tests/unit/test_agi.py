@@ -38,10 +38,11 @@ from voice_agent.agi.protocol import (
     parse_response,
 )
 from voice_agent.agi.sequential import SpeechServices
-from voice_agent.ari.call_session import TENANT_VARIABLE, CallState
+from voice_agent.audio.wav import wav_bytes
+from voice_agent.calls.record import TENANT_VARIABLE, CallState
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import CONFIG_DIR
-from voice_agent.providers.stt import Transcript, wav_bytes
+from voice_agent.providers.stt import Transcript
 from voice_agent.tenants.data import open_db
 
 ORDER_QUESTION = "where is my order one two three four five"

@@ -13,10 +13,9 @@ import itertools
 import numpy as np
 import pytest
 
-from voice_agent.audio.resample import (
+from voice_agent.audio.g711 import (
     ALAW_DECODE,
     ULAW_DECODE,
-    Resampler,
     alaw_decode,
     alaw_encode,
     pcm16_from_be,
@@ -26,6 +25,7 @@ from voice_agent.audio.resample import (
     ulaw_decode,
     ulaw_encode,
 )
+from voice_agent.audio.resample import Resampler
 
 # ---------------------------------------------------------------------------
 # Reference G.711 (scalar, straight from the classic C code)

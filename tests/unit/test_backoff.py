@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from voice_agent.ari.asterisk_ari import backoff_delays
+from voice_agent.backoff import backoff_delays
 
 
 def _take(n: int, **kwargs: object) -> list[float]:

@@ -7,13 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from voice_agent.conversation.barge_in import (
-    SILENCE_DBFS,
-    BargeIn,
-    BargeInConfig,
-    BargeInDetector,
-    level_dbfs,
-)
+from voice_agent.audio.levels import SILENCE_DBFS, level_dbfs
+from voice_agent.conversation.barge_in import BargeIn, BargeInConfig, BargeInDetector
 
 FRAME = 0.02
 SPEECH = 0.9  # a probability the VAD gives speech (or speech-like noise)

@@ -13,8 +13,7 @@ import pytest
 
 from tests.unit.test_rtp_transport import _server, batch_decoded
 from voice_agent.audio.batch_codec import BatchResampler, decode_rows, encode_rows
-from voice_agent.audio.resample import (
-    Resampler,
+from voice_agent.audio.g711 import (
     alaw_decode,
     alaw_encode,
     pcm16_from_be,
@@ -22,6 +21,7 @@ from voice_agent.audio.resample import (
     ulaw_decode,
     ulaw_encode,
 )
+from voice_agent.audio.resample import Resampler
 from voice_agent.media.rtp import build_rtp, parse_rtp
 
 RNG = np.random.default_rng(7)

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 
 from tests.unit.test_barge_in import tone
-from voice_agent.ari.call_session import CallSession, CallState
+from voice_agent.ari.call_session import CallSession
+from voice_agent.audio.frames import FRAME_SECONDS
+from voice_agent.audio.levels import level_dbfs
+from voice_agent.calls.record import CallState
 from voice_agent.conversation.agent import ConversationAgent
-from voice_agent.conversation.barge_in import level_dbfs
-from voice_agent.media.call_audio import FRAME_SECONDS, CallAudio
+from voice_agent.media.call_audio import CallAudio
 from voice_agent.providers.stt import Transcript
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import open_db

@@ -19,16 +19,18 @@ from typing import Any
 
 import pytest
 
+from voice_agent.providers.errors import (
+    ProviderConnectionError,
+    ProviderHttpError,
+    ProviderResponseError,
+    ProviderStreamError,
+    ProviderTimeoutError,
+)
 from voice_agent.providers.llm import (
     ChatMessage,
     ChatStreamDecoder,
     FallbackChain,
     LanguageModel,
-    LlmConnectionError,
-    LlmHttpError,
-    LlmResponseError,
-    LlmStreamError,
-    LlmTimeoutError,
     OpenAiChat,
     StreamEnd,
     StreamItem,
@@ -269,20 +271,20 @@ def test_decoder_assembles_interleaved_parallel_tool_calls_in_index_order() -> N
 def test_decoder_rejects_bad_tool_arguments(arguments: str, message: str) -> None:
     decoder = ChatStreamDecoder()
     decoder.feed(f"data: {json.dumps(tool_chunk(0, arguments, id='c', name='lookup_order'))}")
-    with pytest.raises(LlmResponseError, match=f"'lookup_order' .*{message}"):
+    with pytest.raises(ProviderResponseError, match=f"'lookup_order' .*{message}"):
         decoder.feed(f"data: {json.dumps(finish_chunk('tool_calls'))}")
 
 
 @pytest.mark.parametrize("line", ["data: {not json", "data: [1, 2]", 'data: {"choices": 3}'])
 def test_decoder_rejects_chunks_that_are_not_completions(line: str) -> None:
-    with pytest.raises(LlmResponseError, match="stream chunk"):
+    with pytest.raises(ProviderResponseError, match="stream chunk"):
         ChatStreamDecoder().feed(line)
 
 
 def test_decoder_reports_an_error_sent_inside_the_stream() -> None:
     decoder = ChatStreamDecoder()
     decoder.feed(f"data: {json.dumps(text_chunk('Hello'))}")
-    with pytest.raises(LlmStreamError, match="after 5 characters.*out of memory"):
+    with pytest.raises(ProviderStreamError, match="after 5 characters.*out of memory"):
         decoder.feed('data: {"error": {"message": "out of memory"}}')
 
 
@@ -372,7 +374,7 @@ async def test_http_500_once_is_retried(server: ScriptedLlmServer) -> None:
 async def test_http_500_every_time_is_an_http_error(server: ScriptedLlmServer) -> None:
     server.replies = [Reply(status=503, body=b"overloaded")] * 2
     async with client(server.base_url, max_retries=1) as llm:
-        with pytest.raises(LlmHttpError) as raised:
+        with pytest.raises(ProviderHttpError) as raised:
             await collect(llm)
     assert (raised.value.status, raised.value.body) == (503, "overloaded")
     assert server.base_url in str(raised.value)
@@ -382,7 +384,7 @@ async def test_http_500_every_time_is_an_http_error(server: ScriptedLlmServer) -
 async def test_http_400_is_not_retried(server: ScriptedLlmServer) -> None:
     server.replies = [Reply(status=404, body=b'{"error": "model not found"}')]
     async with client(server.base_url, max_retries=3) as llm:
-        with pytest.raises(LlmHttpError, match="HTTP 404.*model not found"):
+        with pytest.raises(ProviderHttpError, match="HTTP 404.*model not found"):
             await collect(llm)
     assert len(server.requests) == 1
 
@@ -399,7 +401,7 @@ async def test_stream_cut_after_output_is_a_stream_error_and_not_retried(
     async with client(server.base_url, max_retries=2) as llm:
         items, error = await collect_until_error(llm)
     assert items == [TextDelta("Your order "), TextDelta("shi")]
-    assert isinstance(error, LlmStreamError)
+    assert isinstance(error, ProviderStreamError)
     assert "14 characters" in str(error)
     assert len(server.requests) == 1
 
@@ -430,7 +432,7 @@ async def test_malformed_chunk_is_a_response_error_and_not_retried(
     async with client(server.base_url, max_retries=2) as llm:
         items, error = await collect_until_error(llm)
     assert items == [TextDelta("Hi")]
-    assert isinstance(error, LlmResponseError) and "unparseable" in str(error)
+    assert isinstance(error, ProviderResponseError) and "unparseable" in str(error)
     assert len(server.requests) == 1
 
 
@@ -439,14 +441,14 @@ async def test_a_reply_that_is_not_an_event_stream_is_a_response_error(
 ) -> None:
     server.replies = [Reply(body=b'{"choices": []}', content_type="application/json")]
     async with client(server.base_url) as llm:
-        with pytest.raises(LlmResponseError, match="application/json.*not a text/event-stream"):
+        with pytest.raises(ProviderResponseError, match="json.*not a text/event-stream"):
             await collect(llm)
 
 
 async def test_connection_refused_is_a_connection_error_naming_the_url() -> None:
     url = closed_port_url()
     async with client(url, max_retries=1) as llm:
-        with pytest.raises(LlmConnectionError, match=f"{url}/chat/completions"):
+        with pytest.raises(ProviderConnectionError, match=f"{url}/chat/completions"):
             await collect(llm)
 
 
@@ -465,7 +467,7 @@ async def test_stream_stalled_after_output_is_a_timeout_and_not_retried(
     async with client(server.base_url, idle_timeout=0.1, max_retries=2) as llm:
         items, error = await collect_until_error(llm)
     assert items == [TextDelta("Let me check")]
-    assert isinstance(error, LlmTimeoutError)
+    assert isinstance(error, ProviderTimeoutError)
     assert "stalled" in str(error) and "12 characters" in str(error)
     assert len(server.requests) == 1
 
@@ -515,7 +517,7 @@ async def test_fallback_reraises_a_failure_after_output(server: ScriptedLlmServe
     async with client(server.base_url) as first, client(server.base_url) as second:
         items, error = await collect_until_error(FallbackChain([first, second]))
     assert items == [TextDelta("Your order ")]
-    assert isinstance(error, LlmStreamError)
+    assert isinstance(error, ProviderStreamError)
     assert len(server.requests) == 1
 
 
@@ -523,5 +525,5 @@ async def test_fallback_raises_the_last_error_when_every_model_fails() -> None:
     first_url, last_url = closed_port_url(), closed_port_url()
     async with client(first_url, max_retries=0) as first, \
             client(last_url, max_retries=0) as last:
-        with pytest.raises(LlmConnectionError, match=last_url):
+        with pytest.raises(ProviderConnectionError, match=last_url):
             await collect(FallbackChain([first, last]))

@@ -6,9 +6,9 @@ import asyncio
 
 import numpy as np
 
-from voice_agent.audio.resample import ulaw_encode
+from voice_agent.audio.frames import FRAME_SAMPLES
+from voice_agent.audio.g711 import ulaw_encode
 from voice_agent.dev.sim.signals import dominant_frequency, tone
-from voice_agent.media.call_audio import FRAME_SAMPLES
 from voice_agent.media.media_clock import MediaClock
 from voice_agent.media.rtp import build_rtp, parse_rtp
 from voice_agent.media.rtp_transport import DECODE_WINDOW, RtpMediaServer

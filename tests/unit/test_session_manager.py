@@ -17,7 +17,8 @@ from voice_agent.ari.asterisk_ari import (
     AriError,
     AriNotFoundError,
 )
-from voice_agent.ari.call_session import TENANT_VARIABLE, CallSession, CallState
+from voice_agent.ari.call_session import CallSession
+from voice_agent.calls.record import TENANT_VARIABLE, CallState
 from voice_agent.config import Settings
 from voice_agent.tenants import TenantRegistry
 

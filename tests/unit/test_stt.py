@@ -29,20 +29,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from voice_agent.audio.resample import Pcm16
+from voice_agent.audio.frames import Pcm16
 from voice_agent.dev.sim import signals
+from voice_agent.dev.sim.wer import word_error_rate
+from voice_agent.providers.errors import (
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHttpError,
+    ProviderTimeoutError,
+)
 from voice_agent.providers.stt import (
     OpenAiStt,
-    SttConnectionError,
-    SttError,
-    SttHttpError,
-    SttTimeoutError,
     Transcript,
     TranscriptEvent,
     WhisperStt,
     load_whisper_model,
     transcribe_stream,
-    word_error_rate,
 )
 from voice_agent.providers.workers import ModelWorkers
 
@@ -408,14 +410,14 @@ async def test_openai_stt_stream_yields_one_final(server: CannedHttpServer) -> N
 async def test_openai_stt_connection_refused_is_a_connection_error() -> None:
     url = closed_port_url()
     async with OpenAiStt(url) as stt:
-        with pytest.raises(SttConnectionError, match="cannot reach STT server at http://127"):
+        with pytest.raises(ProviderConnectionError, match="cannot reach STT server at http://127"):
             await stt.transcribe(np.zeros(1600, np.int16))
 
 
 async def test_openai_stt_http_500_is_an_http_error(server: CannedHttpServer) -> None:
     server.status, server.body = 500, b'{"error": "model crashed"}'
     async with OpenAiStt(server.base_url) as stt:
-        with pytest.raises(SttHttpError, match="HTTP 500: .*model crashed") as caught:
+        with pytest.raises(ProviderHttpError, match="HTTP 500: .*model crashed") as caught:
             await stt.transcribe(np.zeros(1600, np.int16))
     assert caught.value.status == 500
 
@@ -423,12 +425,12 @@ async def test_openai_stt_http_500_is_an_http_error(server: CannedHttpServer) ->
 async def test_openai_stt_slow_server_is_a_timeout(server: CannedHttpServer) -> None:
     server.delay = 1.0
     async with OpenAiStt(server.base_url, timeout=0.2) as stt:
-        with pytest.raises(SttTimeoutError, match="did not answer within 0.2 s"):
+        with pytest.raises(ProviderTimeoutError, match="did not answer within 0.2 s"):
             await stt.transcribe(np.zeros(1600, np.int16))
 
 
 async def test_openai_stt_reply_without_text_is_an_stt_error(server: CannedHttpServer) -> None:
     server.body = b'{"result": "hello"}'
     async with OpenAiStt(server.base_url) as stt:
-        with pytest.raises(SttError, match="no JSON 'text' field"):
+        with pytest.raises(ProviderError, match="no JSON 'text' field"):
             await stt.transcribe(np.zeros(1600, np.int16))

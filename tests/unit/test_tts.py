@@ -20,19 +20,18 @@ import numpy as np
 import pytest
 
 from tests.unit.test_stt import CannedHttpServer, closed_port_url
-from voice_agent.audio.resample import Pcm16
+from voice_agent.audio.frames import Pcm16
+from voice_agent.audio.wav import WavFormatError, parse_wav, wav_bytes
 from voice_agent.dev.sim import signals
-from voice_agent.providers.stt import WhisperStt, wav_bytes, word_error_rate
+from voice_agent.dev.sim.wer import word_error_rate
+from voice_agent.providers.errors import ProviderConnectionError, ProviderError, ProviderHttpError
+from voice_agent.providers.stt import WhisperStt
 from voice_agent.providers.tts import (
     EspeakTts,
     OpenAiTts,
     PiperTts,
     PromptCache,
-    TtsConnectionError,
-    TtsError,
-    TtsHttpError,
     load_piper_voice,
-    parse_wav,
     split_for_speech,
 )
 from voice_agent.providers.workers import ModelWorkers
@@ -148,7 +147,7 @@ async def test_missing_espeak_is_a_tts_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(TtsError, match="espeak-ng is not installed"):
+    with pytest.raises(ProviderError, match="espeak-ng is not installed"):
         await collect(EspeakTts().stream("Hello there, everybody."))
 
 
@@ -177,7 +176,7 @@ def test_parse_wav_accepts_unknown_streaming_sizes() -> None:
     "data", [b"", b"ID3 not a wav file", wav_bytes(np.zeros(4, np.int16))[:36]]
 )
 def test_parse_wav_rejects_what_it_cannot_read(data: bytes) -> None:
-    with pytest.raises(TtsError):
+    with pytest.raises(WavFormatError):
         parse_wav(data)
 
 
@@ -279,13 +278,13 @@ async def test_openai_tts_reads_the_rate_from_wav(server: CannedHttpServer) -> N
 
 async def test_openai_tts_connection_refused_is_a_connection_error() -> None:
     async with OpenAiTts(closed_port_url()) as tts:
-        with pytest.raises(TtsConnectionError, match="cannot reach TTS server at http://127"):
+        with pytest.raises(ProviderConnectionError, match="cannot reach TTS server at http://127"):
             await collect(tts.stream("Hello there, everybody."))
 
 
 async def test_openai_tts_http_500_is_an_http_error(server: CannedHttpServer) -> None:
     server.status, server.body = 500, b"voice not loaded"
     async with OpenAiTts(server.base_url) as tts:
-        with pytest.raises(TtsHttpError, match="HTTP 500: voice not loaded") as caught:
+        with pytest.raises(ProviderHttpError, match="HTTP 500: voice not loaded") as caught:
             await collect(tts.stream("Hello there, everybody."))
     assert caught.value.status == 500

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from voice_agent.audio.resample import Pcm16
+from voice_agent.audio.frames import FRAME_SAMPLES, Pcm16
 from voice_agent.dev.sim import signals
 from voice_agent.providers.vad import (
-    FRAME_SAMPLES,
     Endpointer,
     EndpointerConfig,
     SileroVad,

@@ -26,8 +26,7 @@ from voice_agent.agi.audio_files import AudioDirectory
 from voice_agent.agi.channel import AgiChannel
 from voice_agent.agi.protocol import AgiError, AgiHangup
 from voice_agent.agi.sequential import AgiConversation, SpeechServices, TurnLimits
-from voice_agent.ari.ari_session_manager import RejectedCall
-from voice_agent.ari.call_session import TENANT_VARIABLE, CallRecord, CallState
+from voice_agent.calls.record import TENANT_VARIABLE, CallRecord, CallState, RejectedCall
 from voice_agent.config import Settings
 from voice_agent.tenants import Tenant, TenantRegistry, UnknownTenantError
 

@@ -26,9 +26,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from voice_agent.audio.resample import INTERNAL_RATE, Pcm16, Resampler
-from voice_agent.providers.stt import wav_bytes
-from voice_agent.providers.tts import TtsError, parse_wav
+from voice_agent.audio.frames import INTERNAL_RATE, Pcm16
+from voice_agent.audio.resample import Resampler
+from voice_agent.audio.wav import WavFormatError, parse_wav, wav_bytes
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def read_recording(path: Path) -> Pcm16:
     """A recording as 16 kHz PCM16; empty when Asterisk wrote nothing usable."""
     try:
         rate, pcm = parse_wav(path.read_bytes())
-    except (OSError, TtsError) as exc:
+    except (OSError, WavFormatError) as exc:
         log.warning("recording %s unreadable: %s", path, exc)
         return np.zeros(0, np.int16)
     if rate == INTERNAL_RATE:

@@ -46,7 +46,7 @@ from voice_agent.agi.audio_files import (
 )
 from voice_agent.agi.channel import AgiChannel
 from voice_agent.agi.protocol import ESCAPE_DIGITS
-from voice_agent.ari.call_session import CallRecord, CallState
+from voice_agent.calls.record import CallRecord, CallState
 from voice_agent.dialog.engine import DialogEngine, DialogState
 from voice_agent.providers.stt import SpeechToText
 from voice_agent.providers.tts import PromptCache, TextToSpeech

@@ -34,9 +34,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from voice_agent.ari.ari_audio_bridge import (
@@ -46,8 +44,10 @@ from voice_agent.ari.ari_audio_bridge import (
     media_channel_prefix,
 )
 from voice_agent.ari.asterisk_ari import AriClient, AriConnectionError, AriError, Event
-from voice_agent.ari.call_session import CallAgent, CallRecord, CallSession
+from voice_agent.ari.call_session import CallSession
 from voice_agent.ari.playback import PlaybackTracker
+from voice_agent.calls.protocol import CallAgent
+from voice_agent.calls.record import CallRecord, RejectedCall
 from voice_agent.config import Settings
 from voice_agent.tenants import TenantRegistry, UnknownTenantError
 
@@ -57,16 +57,6 @@ log = logging.getLogger(__name__)
 HELPER_CHANNEL_PREFIXES = ("UnicastRTP/", "Snoop/", "WebSocket/", "AudioSocket/")
 
 
-@dataclass
-class RejectedCall:
-    """A call turned away before a session existed."""
-
-    channel_id: str
-    channel_name: str
-    reason: str
-    prompt: str
-    at: float = field(default_factory=time.time)
-    prompt_state: str = ""
 
 
 class SessionManager:

@@ -24,13 +24,14 @@ import asyncio
 import base64
 import json
 import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import websockets
 from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
+
+from voice_agent.backoff import backoff_delays
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +66,6 @@ class AriConflictError(AriRequestError):
     """409/422: the object exists but is in the wrong state (e.g. not yet in Stasis)."""
 
 
-def backoff_delays(
-    initial: float, maximum: float, *, factor: float = 2.0, rng: random.Random | None = None
-) -> Iterator[float]:
-    """Reconnect delays: exponential growth capped at ``maximum``, with "equal jitter".
-
-    Each delay is uniform in [base/2, base] where base doubles per attempt. The
-    jitter keeps 50 agents that lost the same Asterisk from reconnecting in
-    lockstep; the lower half-bound keeps the growth monotone on average.
-    """
-    rng = rng or random.Random()
-    base = initial
-    while True:
-        yield base / 2 + rng.random() * base / 2
-        base = min(maximum, base * factor)
 
 
 def _error_for(method: str, path: str, response: httpx.Response) -> AriError:

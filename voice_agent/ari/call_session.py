@@ -17,76 +17,24 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from voice_agent.ari.ari_audio_bridge import MediaFactory, bridge_prefix
 from voice_agent.ari.asterisk_ari import AriClient, AriError, AriNotFoundError
 from voice_agent.ari.playback import PlaybackTracker
+from voice_agent.calls.protocol import CallAgent
+from voice_agent.calls.record import TENANT_VARIABLE, CallRecord, CallState
 from voice_agent.media.call_audio import CallAudio
 from voice_agent.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
-class CallAgent(Protocol):
-    """What talks to the caller once the call is set up (echo, conversation).
-
-    Called with the session (its ``audio``, ``record``, ``dtmf`` queue and
-    ``transfer_to``); runs until the call ends (it is cancelled on hang-up).
-    ``speaks_greeting``: the agent greets the caller itself, so the session
-    does not play the tenant's greeting sound first, and the agent moves the
-    call on from GREETING (:meth:`CallSession.transition`) once it was heard.
-    """
-
-    speaks_greeting: bool
-
-    def __call__(self, call: CallSession) -> Awaitable[None]: ...
-
-#: Channel variable the session sets so callers, CDRs and the dialplan can see the tenant.
-TENANT_VARIABLE = "VOICE_AGENT_TENANT"
 
 
-class CallState(StrEnum):
-    """Where a call is; an agent that converses drives the states after GREETING.
-
-    GREETING → LISTENING → THINKING (transcribing, deciding) → SPEAKING (its
-    audio queued) → LISTENING (reply played, or cut off by a barge-in) → …
-    """
-
-    STARTING = "starting"
-    GREETING = "greeting"
-    LISTENING = "listening"
-    THINKING = "thinking"
-    SPEAKING = "speaking"
-    CLOSED = "closed"
 
 
-@dataclass
-class CallRecord:
-    """What happened on one call: kept after the call for status, tests and logs."""
 
-    session_id: str
-    channel_id: str
-    channel_name: str
-    caller: str
-    tenant: str
-    started_at: float = field(default_factory=time.time)
-    transitions: list[tuple[float, CallState]] = field(default_factory=list)
-    dtmf: list[tuple[float, str]] = field(default_factory=list)
-    prompts: list[tuple[str, str]] = field(default_factory=list)
-    bridges: list[str] = field(default_factory=list)
-    #: Conversation turns and barge-ins with their timestamps (monotonic clock).
-    turns: list[dict[str, Any]] = field(default_factory=list)
-    barge_ins: list[dict[str, Any]] = field(default_factory=list)
-    ended_at: float | None = None
-    end_reason: str = ""
-
-    @property
-    def states(self) -> list[CallState]:
-        return [state for _, state in self.transitions]
 
 
 class CallSession:

@@ -24,21 +24,14 @@ lengths); TTS rates keep the per-call :class:`Resampler`.
 from __future__ import annotations
 
 import math
-import timeit
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from voice_agent.audio.resample import (
-    ALAW_DECODE,
-    ALAW_ENCODE,
-    ULAW_DECODE,
-    ULAW_ENCODE,
-    Pcm16,
-    _polyphase_bank,
-    to_pcm16,
-)
+from voice_agent.audio.frames import Pcm16
+from voice_agent.audio.g711 import ALAW_DECODE, ALAW_ENCODE, ULAW_DECODE, ULAW_ENCODE
+from voice_agent.audio.resample import _polyphase_bank, to_pcm16
 
 #: Input samples per block: small blocks waste fewest zero taps (measured best of 16-160).
 _BLOCK = 16
@@ -138,29 +131,3 @@ def encode_rows(wire_format: str, samples: Pcm16) -> npt.NDArray[np.uint8]:
     if wire_format == "slin":
         return samples.astype(">i2").view(np.uint8)
     raise ValueError(f"no batch encoder for {wire_format!r}")
-
-
-def benchmark() -> None:
-    """Per-frame cost of one batch against the per-call Resampler (a report, not a test)."""
-    from voice_agent.audio.resample import Resampler
-
-    rng = np.random.default_rng(0)
-    for in_rate, out_rate in [(8000, 16000), (16000, 8000)]:
-        frame = in_rate // 50
-        single = Resampler(in_rate, out_rate)
-        one = rng.integers(-8000, 8000, frame).astype(np.int16)
-        per_call = min(timeit.repeat(lambda: single.process(one),  # noqa: B023
-                                     number=2000, repeat=5)) / 2000
-        print(f"Resampler      {in_rate}->{out_rate}: {per_call * 1e6:5.1f} µs/frame")
-        for calls in (1, 10, 50, 200):
-            batch = BatchResampler(in_rate, out_rate, capacity=calls)
-            slots = [batch.open() for _ in range(calls)]
-            chunks = rng.integers(-8000, 8000, (calls, frame)).astype(np.int16)
-            cost = min(timeit.repeat(lambda: batch.process(slots, chunks),  # noqa: B023
-                                     number=200, repeat=5)) / 200
-            print(f"BatchResampler {in_rate}->{out_rate}, {calls:>3} calls: "
-                  f"{cost / calls * 1e6:5.1f} µs/frame")
-
-
-if __name__ == "__main__":
-    benchmark()

@@ -37,13 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from voice_agent.ari.call_session import CallSession, CallState
-from voice_agent.audio.resample import INTERNAL_RATE
+from voice_agent.ari.call_session import CallSession
+from voice_agent.audio.frames import FRAME_SAMPLES, FRAME_SECONDS, INTERNAL_RATE
+from voice_agent.calls.record import CallState
 from voice_agent.conversation.barge_in import BargeIn, BargeInConfig, BargeInDetector
 from voice_agent.conversation.spoken_reply import SpokenReply
 from voice_agent.dialog.engine import DialogEngine, DialogState
 from voice_agent.dialog.llm_dialog import LlmDialog
-from voice_agent.media.call_audio import FRAME_SAMPLES, FRAME_SECONDS, CallAudio
+from voice_agent.media.call_audio import CallAudio
 from voice_agent.providers.llm import LanguageModel
 from voice_agent.providers.stt import SpeechToText, Transcript
 from voice_agent.providers.tts import PromptCache, TextToSpeech, split_for_speech

@@ -21,7 +21,7 @@ import asyncio
 import time
 
 from voice_agent.ari.call_session import CallSession
-from voice_agent.audio.resample import Pcm16
+from voice_agent.audio.frames import Pcm16
 from voice_agent.media.call_audio import CallAudio
 
 MAX_BACKLOG_FRAMES = 6

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voice_agent.audio.resample import Pcm16
-from voice_agent.conversation.barge_in import rms_dbfs
+from voice_agent.audio.frames import Pcm16
+from voice_agent.audio.levels import rms_dbfs
 
 _WORD = re.compile(r"\S+")
 

@@ -34,7 +34,8 @@ from datetime import date
 from voice_agent.dialog.chunker import SentenceChunker
 from voice_agent.dialog.engine import DialogEngine, DialogState, Turn
 from voice_agent.dialog.tools import TOOL_SPECS, run_tool
-from voice_agent.providers.llm import ChatMessage, LanguageModel, LlmError, TextDelta, ToolCall
+from voice_agent.providers.errors import ProviderError
+from voice_agent.providers.llm import ChatMessage, LanguageModel, TextDelta, ToolCall
 from voice_agent.tenants import Tenant
 from voice_agent.tenants.data import TenantDB
 
@@ -109,7 +110,7 @@ class LlmDialog:
                              sorted(call.arguments), "error" if "error" in result else "ok")
                     messages.append(ChatMessage("tool", json.dumps(result),
                                                 tool_call_id=call.id))
-        except LlmError as exc:
+        except ProviderError as exc:
             if not spoken:
                 log.warning("%s: LLM failed before replying (%s); the embedded dialog "
                             "engine answers this turn", self.tenant.name, exc)

@@ -23,12 +23,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from voice_agent.audio.resample import INTERNAL_RATE, Pcm16, Resampler
+from voice_agent.audio.frames import FRAME_SAMPLES, FRAME_SECONDS, INTERNAL_RATE, Pcm16
+from voice_agent.audio.resample import Resampler
 
 log = logging.getLogger(__name__)
 
-FRAME_SAMPLES = INTERNAL_RATE // 50  # 20 ms at 16 kHz
-FRAME_SECONDS = 0.02
 SUPPORTED_RATES = (8000, 16000, 22050, 24000)
 
 

@@ -39,7 +39,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from voice_agent.audio.batch_codec import BatchResampler, decode_rows, encode_rows
-from voice_agent.audio.resample import Pcm16
+from voice_agent.audio.frames import Pcm16
 from voice_agent.media.call_audio import CallAudio
 from voice_agent.media.media_clock import MediaClock
 from voice_agent.media.rtp import (

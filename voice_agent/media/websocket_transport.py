@@ -24,8 +24,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from voice_agent.audio.resample import Pcm16, pcm16_from_le, pcm16_to_le
-from voice_agent.media.call_audio import FRAME_SECONDS, CallAudio
+from voice_agent.audio.frames import FRAME_SECONDS, Pcm16
+from voice_agent.audio.g711 import pcm16_from_le, pcm16_to_le
+from voice_agent.media.call_audio import CallAudio
 
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,16 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from voice_agent.backoff import backoff_delays
+from voice_agent.providers.errors import (
+    ProviderConnectionError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderStreamError,
+    ProviderTimeoutError,
+    describe,
+    raise_for_status,
+)
 from voice_agent.providers.http import PooledHttpClient
 
 log = logging.getLogger(__name__)
@@ -171,48 +181,16 @@ class LanguageModel(Protocol):
 # ---------------------------------------------------------------------------
 
 
-class LlmError(Exception):
-    """Base class of every error a language model provider raises.
-
-    ``retryable`` says whether another attempt could succeed; it is only ever
-    acted on when nothing has been yielded yet.
-    """
-
-    retryable = False
 
 
-class LlmConnectionError(LlmError):
-    """The LLM server cannot be reached (down, wrong URL, connection refused)."""
-
-    retryable = True
 
 
-class LlmTimeoutError(LlmError):
-    """No first token within ``first_token_timeout``, or the stream stalled after it."""
-
-    retryable = True
 
 
-class LlmHttpError(LlmError):
-    """The server answered with an HTTP error status; 5xx may pass, 4xx will not."""
-
-    def __init__(self, url: str, status: int, body: str) -> None:
-        self.url, self.status, self.body = url, status, body
-        self.retryable = status >= 500
-        super().__init__(f"LLM request to {url} failed: HTTP {status}: {body}")
 
 
-class LlmStreamError(LlmError):
-    """The stream broke off before the response was complete (server died or closed it)."""
-
-    retryable = True
 
 
-class LlmResponseError(LlmError):
-    """The server sent something that is not a chat completion stream.
-
-    Not retryable: the same server would most likely send the same thing again.
-    """
 
 
 # ---------------------------------------------------------------------------
@@ -256,11 +234,11 @@ class ChatStreamDecoder:
         try:
             chunk = json.loads(data)
         except json.JSONDecodeError as exc:
-            raise LlmResponseError(f"unparseable stream chunk: {data[:200]!r}") from exc
+            raise ProviderResponseError(f"unparseable stream chunk: {data[:200]!r}") from exc
         try:
             return self._items(chunk)
         except (AttributeError, TypeError, ValueError) as exc:
-            raise LlmResponseError(f"unexpected stream chunk {data[:200]!r}: {exc}") from exc
+            raise ProviderResponseError(f"unexpected stream chunk {data[:200]!r}: {exc}") from exc
 
     def end_of_stream(self) -> None:
         """The server closed the stream: raise unless the response was complete.
@@ -269,14 +247,14 @@ class ChatStreamDecoder:
         said it was done, and nothing else would have followed but usage.
         """
         if not self.done and self.finish_reason is None:
-            raise LlmStreamError(
+            raise ProviderStreamError(
                 "the LLM server closed the stream before the response was complete "
                 f"({self.text_chars} characters of text received)"
             )
 
     def _items(self, chunk: Any) -> list[TextDelta | ToolCall]:
         if "error" in chunk:  # vLLM and Ollama report failures inside the stream
-            raise LlmStreamError(
+            raise ProviderStreamError(
                 f"the LLM server failed after {self.text_chars} characters of text: "
                 f"{chunk['error']}"
             )
@@ -319,16 +297,16 @@ class ChatStreamDecoder:
 
 def _complete(index: int, call: _PartialCall) -> ToolCall:
     if not call.name:
-        raise LlmResponseError(f"tool call #{index} has no function name")
+        raise ProviderResponseError(f"tool call #{index} has no function name")
     raw = "".join(call.arguments).strip() or "{}"
     try:
         arguments = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise LlmResponseError(
+        raise ProviderResponseError(
             f"tool call {call.name!r} has malformed JSON arguments: {raw[:200]!r}"
         ) from exc
     if not isinstance(arguments, dict):
-        raise LlmResponseError(
+        raise ProviderResponseError(
             f"tool call {call.name!r} has arguments that are not a JSON object: {raw[:200]!r}"
         )
     return ToolCall(call.id or f"call_{index}", call.name, arguments)
@@ -344,7 +322,7 @@ class OpenAiChat(PooledHttpClient):
 
     One HTTP connection pool shared by every call of the process: use
     ``async with OpenAiChat(...) as llm:`` or call :meth:`aclose`.
-    ``max_retries`` extra attempts (after ``retry_backoff`` seconds, doubling)
+    ``max_retries`` extra attempts (after ``retry_backoff`` seconds, doubling, jittered)
     are made only for failures before the first item; see the module doc.
     ``temperature`` and ``max_tokens`` are sent only when set, so the server's
     defaults apply otherwise. ``extra_body`` is merged into every request for
@@ -389,6 +367,7 @@ class OpenAiChat(PooledHttpClient):
     ) -> AsyncIterator[StreamItem]:
         body = self._request_body(messages, tools)
         started = asyncio.get_running_loop().time()
+        delays = backoff_delays(self.retry_backoff, self.retry_backoff * 2**self.max_retries)
         for attempt in range(self.max_retries + 1):
             yielded = False
             try:
@@ -397,11 +376,11 @@ class OpenAiChat(PooledHttpClient):
                         yielded = True
                         yield item
                 return
-            except LlmError as exc:
+            except ProviderError as exc:
                 if yielded or not exc.retryable or attempt == self.max_retries:
                     raise
                 log.warning("%s failed before any output, retrying: %s", self.name, exc)
-            await asyncio.sleep(self.retry_backoff * 2**attempt)
+            await asyncio.sleep(next(delays))
 
     def _request_body(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] | None
@@ -435,16 +414,14 @@ class OpenAiChat(PooledHttpClient):
         except TimeoutError as exc:
             raise self._timeout_error(decoder) from exc
         except httpx.TransportError as exc:
-            raise LlmConnectionError(
-                f"cannot reach LLM server at {self.url}: {_describe(exc)}"
+            raise ProviderConnectionError(
+                f"cannot reach LLM server at {self.url}: {describe(exc)}"
             ) from exc
         try:
-            if response.is_error:
-                excerpt = (await response.aread()).decode(errors="replace").strip()[:300]
-                raise LlmHttpError(self.url, response.status_code, excerpt)
+            await raise_for_status("LLM", self.url, response)
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("text/event-stream"):
-                raise LlmResponseError(
+                raise ProviderResponseError(
                     f"LLM server at {self.url} answered {content_type or 'no content type'}, "
                     "not a text/event-stream: does it support streaming?"
                 )
@@ -470,29 +447,26 @@ class OpenAiChat(PooledHttpClient):
                     for item in items:
                         yield item
         except httpx.TransportError as exc:
-            raise LlmStreamError(
+            raise ProviderStreamError(
                 f"the stream from {self.url} broke after {decoder.text_chars} characters "
-                f"of text: {_describe(exc)}"
+                f"of text: {describe(exc)}"
             ) from exc
         finally:
             await response.aclose()
         time_to_first_token = None if first_token_at is None else first_token_at - started
         yield StreamEnd(decoder.finish_reason, decoder.usage, time_to_first_token, self.name)
 
-    def _timeout_error(self, decoder: ChatStreamDecoder) -> LlmTimeoutError:
+    def _timeout_error(self, decoder: ChatStreamDecoder) -> ProviderTimeoutError:
         if not decoder.got_token:
-            return LlmTimeoutError(
+            return ProviderTimeoutError(
                 f"LLM server at {self.url} generated nothing within {self.first_token_timeout} s"
             )
-        return LlmTimeoutError(
+        return ProviderTimeoutError(
             f"the stream from {self.url} stalled for {self.idle_timeout} s "
             f"after {decoder.text_chars} characters of text"
         )
 
 
-def _describe(exc: Exception) -> str:
-    """httpx's message, or the exception's name for those that have none (timeouts)."""
-    return str(exc) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------
@@ -535,7 +509,7 @@ class FallbackChain:
                         yielded = True
                         yield item
                 return
-            except LlmError as exc:
+            except ProviderError as exc:
                 if yielded or position == len(self.models) - 1:
                     raise
                 log.warning("%s failed before any output, falling back to %s: %s",

@@ -51,12 +51,9 @@ Run ``python -m voice_agent.providers.stt`` to measure latency against utterance
 from __future__ import annotations
 
 import asyncio
-import io
 import re
-import statistics
 import threading
 import time
-import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +62,9 @@ from typing import TYPE_CHECKING, Protocol
 import httpx
 import numpy as np
 
-from voice_agent.audio.resample import INTERNAL_RATE, Pcm16
+from voice_agent.audio.frames import INTERNAL_RATE, Pcm16
+from voice_agent.audio.wav import wav_bytes
+from voice_agent.providers.errors import ProviderResponseError, http_errors, raise_for_status
 from voice_agent.providers.http import PooledHttpClient
 from voice_agent.providers.workers import ModelWorkers, default_workers
 
@@ -100,26 +99,6 @@ class TranscriptEvent:
     @property
     def text(self) -> str:
         return self.transcript.text
-
-
-class SttError(Exception):
-    """Base class of every error a speech-to-text provider raises."""
-
-
-class SttConnectionError(SttError):
-    """The STT server cannot be reached (down, wrong URL, connection refused)."""
-
-
-class SttTimeoutError(SttError):
-    """The STT server accepted the request but did not answer in time."""
-
-
-class SttHttpError(SttError):
-    """The STT server answered with an HTTP error status."""
-
-    def __init__(self, url: str, status: int, detail: str) -> None:
-        self.url, self.status, self.detail = url, status, detail
-        super().__init__(f"STT request to {url} failed: HTTP {status}: {detail}")
 
 
 # ---------------------------------------------------------------------------
@@ -429,17 +408,6 @@ class WhisperStt:
 # ---------------------------------------------------------------------------
 
 
-def wav_bytes(pcm: Pcm16, rate: int = INTERNAL_RATE) -> bytes:
-    """``pcm`` as a mono 16-bit WAV file: the upload format every server accepts."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
-    return buffer.getvalue()
-
-
 class OpenAiStt(PooledHttpClient):
     """Client of an OpenAI-compatible ``POST {base_url}/audio/transcriptions`` endpoint.
 
@@ -474,24 +442,17 @@ class OpenAiStt(PooledHttpClient):
 
     async def transcribe(self, pcm16k: Pcm16) -> Transcript:
         start = time.perf_counter()
-        try:
+        with http_errors("STT", self._url, self._timeout):
             response = await self._http.post(
                 self._url,
                 data={"model": self.model, "language": self.language, "response_format": "json"},
                 files={"file": ("audio.wav", wav_bytes(pcm16k), "audio/wav")},
             )
-        except httpx.TimeoutException as exc:
-            raise SttTimeoutError(
-                f"STT server at {self._url} did not answer within {self._timeout} s"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise SttConnectionError(f"cannot reach STT server at {self._url}: {exc}") from exc
-        if response.is_error:
-            raise SttHttpError(self._url, response.status_code, response.text[:200])
+        await raise_for_status("STT", self._url, response)
         try:
             text = response.json()["text"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise SttError(
+            raise ProviderResponseError(
                 f"STT server at {self._url} sent no JSON 'text' field: {response.text[:200]!r}"
             ) from exc
         duration = len(pcm16k) / INTERNAL_RATE
@@ -501,66 +462,9 @@ class OpenAiStt(PooledHttpClient):
         return transcribe_stream(self.transcribe, frames, partial_interval=self.partial_interval)
 
 
-# ---------------------------------------------------------------------------
-# Measurement
-# ---------------------------------------------------------------------------
-
 _PUNCTUATION = re.compile(r"[^\w\s']")
 
 
 def normalize_words(text: str) -> list[str]:
     """Lowercased words without punctuation: what word error rate compares."""
     return _PUNCTUATION.sub(" ", text.lower()).split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """(substitutions + deletions + insertions) / reference words (word-level Levenshtein)."""
-    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, start=1):
-        current = [i]
-        for j, hyp_word in enumerate(hyp, start=1):
-            current.append(min(
-                previous[j] + 1,  # deletion
-                current[j - 1] + 1,  # insertion
-                previous[j - 1] + (ref_word != hyp_word),  # substitution or match
-            ))
-        previous = current
-    return previous[-1] / max(1, len(ref))
-
-
-BENCHMARK_UTTERANCES = (
-    "Yes please.",
-    "I would like to check my order.",
-    "Please transfer me to the billing department, my invoice was wrong.",
-    "I bought a laptop last week and the screen stays black, "
-    "so I would like to return it and get a refund to my credit card.",
-)
-
-
-async def _benchmark(stt: SpeechToText, repeats: int = 3) -> None:
-    from voice_agent.dev.sim.signals import speech
-
-    for text in BENCHMARK_UTTERANCES:
-        pcm = speech(text)
-        results = [await stt.transcribe(pcm) for _ in range(repeats)]
-        latency = statistics.median(r.processing_seconds for r in results)
-        duration = len(pcm) / INTERNAL_RATE
-        wer = word_error_rate(text, results[0].text)
-        print(
-            f"{stt.name}: {duration:4.1f} s utterance -> {latency * 1000:5.0f} ms "
-            f"(RTF {latency / duration:.2f}), WER {wer:.2f}: {results[0].text!r}"
-        )
-
-
-def benchmark() -> None:
-    """Print Whisper load time and latency against utterance length (a report, not a test)."""
-    stt = WhisperStt()
-    start = time.perf_counter()
-    asyncio.run(stt.load())
-    print(f"whisper: load + warm-up {time.perf_counter() - start:.2f} s")
-    asyncio.run(_benchmark(stt))
-
-
-if __name__ == "__main__":
-    benchmark()

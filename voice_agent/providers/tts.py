@@ -33,9 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import struct
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -45,7 +43,15 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import httpx
 import numpy as np
 
-from voice_agent.audio.resample import INTERNAL_RATE, Pcm16, Resampler
+from voice_agent.audio.frames import INTERNAL_RATE, Pcm16
+from voice_agent.audio.resample import Resampler
+from voice_agent.audio.wav import WavFormatError, parse_wav
+from voice_agent.providers.errors import (
+    ProviderError,
+    ProviderResponseError,
+    http_errors,
+    raise_for_status,
+)
 from voice_agent.providers.http import PooledHttpClient
 from voice_agent.providers.workers import ModelWorkers, default_workers
 
@@ -57,24 +63,12 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------
 
 
-class TtsError(Exception):
-    """Base class of every error a text-to-speech provider raises."""
 
 
-class TtsConnectionError(TtsError):
-    """The TTS server cannot be reached (down, wrong URL, connection refused)."""
 
 
-class TtsTimeoutError(TtsError):
-    """The TTS server accepted the request but did not answer in time."""
 
 
-class TtsHttpError(TtsError):
-    """The TTS server answered with an HTTP error status."""
-
-    def __init__(self, url: str, status: int, detail: str) -> None:
-        self.url, self.status, self.detail = url, status, detail
-        super().__init__(f"TTS request to {url} failed: HTTP {status}: {detail}")
 
 
 class TextToSpeech(Protocol):
@@ -255,33 +249,6 @@ class PiperTts:
 # ---------------------------------------------------------------------------
 
 
-def parse_wav(data: bytes) -> tuple[int, Pcm16]:
-    """(sample rate, samples) of a mono 16-bit PCM WAV file.
-
-    Tolerates the size fields that streaming writers cannot know in advance
-    (espeak-ng ``--stdout`` and many TTS servers write 0x7FFFF000 or
-    0xFFFFFFFF): the data chunk simply runs to the end of the bytes. The
-    ``wave`` module rejects or truncates such files.
-    """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise TtsError(f"not a WAV file (starts with {data[:12]!r})")
-    offset, rate = 12, None
-    while offset + 8 <= len(data):
-        chunk_id, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
-        body = offset + 8
-        if chunk_id == b"fmt ":
-            fmt, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
-            if fmt != 1 or channels != 1 or bits != 16:
-                raise TtsError(f"need mono 16-bit PCM WAV, got format {fmt}, "
-                               f"{channels} channel(s), {bits} bits")
-        elif chunk_id == b"data":
-            if rate is None:
-                raise TtsError("WAV data chunk comes before its fmt chunk")
-            end = min(len(data), body + size)
-            end -= (end - body) % 2
-            return rate, np.frombuffer(data[body:end], dtype="<i2").astype(np.int16)
-        offset = body + size + (size & 1)
-    raise TtsError("WAV file has no data chunk")
 
 
 class EspeakTts:
@@ -317,7 +284,7 @@ class EspeakTts:
                 stderr=asyncio.subprocess.PIPE,
             )
         except FileNotFoundError as exc:
-            raise TtsError("espeak-ng is not installed (apt-get install espeak-ng)") from exc
+            raise ProviderError("espeak-ng is not installed (apt-get install espeak-ng)") from exc
         try:
             stdout, stderr = await process.communicate(text.encode())
         finally:
@@ -325,7 +292,7 @@ class EspeakTts:
                 process.kill()
                 await process.wait()
         if process.returncode != 0:
-            raise TtsError(f"espeak-ng failed ({process.returncode}): {stderr.decode()[:200]}")
+            raise ProviderError(f"espeak-ng failed ({process.returncode}): {stderr.decode()[:200]}")
         return parse_wav(stdout)
 
 
@@ -384,28 +351,24 @@ class OpenAiTts(PooledHttpClient):
             yield tail
 
     async def _request(self, text: str) -> AsyncIterator[tuple[int, Pcm16]]:
-        """(rate, samples) of ``text`` as the server sends them; httpx errors become TtsErrors."""
+        """(rate, samples) of ``text`` as the server sends them; httpx errors mapped."""
         body = {"model": self.model, "input": text, "voice": self.voice,
                 "response_format": self.response_format}
-        try:
+        with http_errors("TTS", self._url, self._timeout):
             async with self._http.stream("POST", self._url, json=body) as response:
-                if response.is_error:
-                    detail = (await response.aread()).decode(errors="replace")[:200]
-                    raise TtsHttpError(self._url, response.status_code, detail)
+                await raise_for_status("TTS", self._url, response)
                 if self.response_format == "wav":
-                    yield parse_wav(await response.aread())
+                    try:
+                        yield parse_wav(await response.aread())
+                    except WavFormatError as exc:
+                        raise ProviderResponseError(
+                            f"TTS server at {self._url} sent bad audio: {exc}") from exc
                     return
                 odd = b""  # a network chunk may end in the middle of a sample
                 async for data in response.aiter_bytes():
                     data, odd = _split_odd(odd + data)
                     if data:
                         yield self.server_sample_rate, np.frombuffer(data, "<i2").astype(np.int16)
-        except httpx.TimeoutException as exc:
-            raise TtsTimeoutError(
-                f"TTS server at {self._url} did not answer within {self._timeout} s"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise TtsConnectionError(f"cannot reach TTS server at {self._url}: {exc}") from exc
 
 
 def _split_odd(data: bytes) -> tuple[bytes, bytes]:
@@ -471,44 +434,3 @@ class PromptCache:
         while self._bytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)
             self._bytes -= evicted.nbytes
-
-
-# ---------------------------------------------------------------------------
-# Measurement
-# ---------------------------------------------------------------------------
-
-BENCHMARK_TEXTS = (
-    "Thank you for calling TechStore, how can I help you today?",
-    "Your order shipped yesterday. It should arrive on Thursday, and you will get a text "
-    "message with the tracking number.",
-)
-
-
-async def _benchmark(tts: TextToSpeech) -> None:
-    for text in BENCHMARK_TEXTS:
-        start = time.perf_counter()
-        first: float | None = None
-        samples = 0
-        async for chunk in tts.stream(text):
-            first = first if first is not None else time.perf_counter() - start
-            samples += len(chunk)
-        total = time.perf_counter() - start
-        audio = samples / INTERNAL_RATE
-        print(
-            f"{tts.name}: {len(text):3d} chars -> {audio:4.1f} s audio, first audio "
-            f"{(first or 0) * 1000:4.0f} ms, total {total * 1000:5.0f} ms, RTF {total / audio:.2f}"
-        )
-
-
-def benchmark() -> None:
-    """Print Piper load time, then time to first audio and RTF per provider (a report)."""
-    piper = PiperTts()
-    start = time.perf_counter()
-    asyncio.run(piper.load())
-    print(f"piper: load + warm-up {time.perf_counter() - start:.2f} s")
-    for tts in (piper, EspeakTts()):
-        asyncio.run(_benchmark(tts))
-
-
-if __name__ == "__main__":
-    benchmark()

@@ -33,8 +33,6 @@ import functools
 import importlib.util
 import math
 import threading
-import time
-import timeit
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,12 +45,7 @@ import onnxruntime as ort
 import webrtcvad
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from voice_agent.audio.resample import INTERNAL_RATE, Pcm16
-
-FRAME_MS = 20
-FRAME_SAMPLES = INTERNAL_RATE * FRAME_MS // 1000
-"""320: one frame of the agent's internal audio."""
-FRAME_S = FRAME_MS / 1000
+from voice_agent.audio.frames import FRAME_MS, FRAME_SAMPLES, FRAME_SECONDS, INTERNAL_RATE, Pcm16
 
 
 def check_frame(frame: Pcm16) -> Pcm16:
@@ -313,7 +306,7 @@ class SpeechStart:
 
     @property
     def onset_s(self) -> float:
-        return self.onset_frame * FRAME_S
+        return self.onset_frame * FRAME_SECONDS
 
     @property
     def pre_roll(self) -> Pcm16:
@@ -340,11 +333,11 @@ class SpeechEnd:
 
     @property
     def onset_s(self) -> float:
-        return self.onset_frame * FRAME_S
+        return self.onset_frame * FRAME_SECONDS
 
     @property
     def end_s(self) -> float:
-        return self.end_frame * FRAME_S
+        return self.end_frame * FRAME_SECONDS
 
 
 EndpointEvent = SpeechStart | SpeechEnd
@@ -475,35 +468,3 @@ def segments(
     if last is not None:
         found.append((last.onset_s, last.end_s))
     return found
-
-
-# ---------------------------------------------------------------------------
-# Measurement
-# ---------------------------------------------------------------------------
-
-
-def benchmark(seconds: float = 2.0) -> None:
-    """Print each detector's cost per 20 ms frame (a report, not a test).
-
-    Noise is as expensive to score as speech for both detectors, so a seeded
-    noise clip keeps the report reproducible. ``seconds`` of audio gives Silero
-    every phase of its 5-runs-per-8-frames buffering.
-    """
-    rng = np.random.default_rng(0)
-    clip = rng.normal(0, 3000, int(seconds * INTERNAL_RATE)).clip(-32768, 32767)
-    frames = list(iter_frames(clip.astype(np.int16)))
-    began = time.perf_counter()
-    silero_session()
-    print(f"silero model load: {(time.perf_counter() - began) * 1e3:.0f} ms (once per process)")
-    for vad in (SileroVad(), WebRtcVad()):
-        best = min(timeit.repeat(lambda v=vad: [v.speech_probability(f) for f in frames],
-                                 number=5, repeat=5))
-        print(f"{vad.name:>8}: {best / (5 * len(frames)) * 1e6:7.1f} µs/20 ms frame")
-    endpointer = Endpointer()
-    best = min(timeit.repeat(lambda: [endpointer.process(f, 0.9) for f in frames],
-                             number=5, repeat=5))
-    print(f"endpointer: {best / (5 * len(frames)) * 1e6:5.1f} µs/20 ms frame")
-
-
-if __name__ == "__main__":
-    benchmark()

@@ -40,7 +40,7 @@ import psutil
 
 from voice_agent.agi.asterisk_agi import running_agi_server
 from voice_agent.ari.ari_session_manager import SessionManager
-from voice_agent.ari.call_session import CallRecord
+from voice_agent.calls.record import CallRecord
 from voice_agent.config import Settings
 from voice_agent.dev.bench.media import RESULTS, _git_commit, machine, write_result
 from voice_agent.dev.sim.conversation import Exchange, ScriptedCaller, Step

@@ -42,7 +42,7 @@ import numpy as np
 import psutil
 
 from voice_agent.ari.asterisk_ari import AriClient
-from voice_agent.audio.resample import ULAW_DECODE, ulaw_encode
+from voice_agent.audio.g711 import ULAW_DECODE, ulaw_encode
 from voice_agent.config import Settings
 from voice_agent.dev.bench.sipp_load import CALLS_PER_SECOND, SippLoad
 from voice_agent.dev.sim.phone import PhoneCall, SimPhone

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from voice_agent.audio.frames import FRAME_SECONDS
 from voice_agent.dev.sim.phone import PhoneCall, SimPhone
 from voice_agent.dev.sim.signals import rms_envelope, speech
-from voice_agent.media.call_audio import FRAME_SECONDS
 from voice_agent.providers.stt import SpeechToText, normalize_words
 
 #: RMS (PCM16) above which a 20 ms frame counts as someone speaking; line silence is < 50.

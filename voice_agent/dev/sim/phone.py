@@ -30,8 +30,8 @@ import numpy as np
 
 from voice_agent.ari.ari_audio_bridge import HelperChannels, MediaFactory
 from voice_agent.ari.asterisk_ari import AriClient, AriError, AriNotFoundError, Event
-from voice_agent.ari.call_session import TENANT_VARIABLE
-from voice_agent.audio.resample import Pcm16
+from voice_agent.audio.frames import Pcm16
+from voice_agent.calls.record import TENANT_VARIABLE
 from voice_agent.media.call_audio import CallAudio
 from voice_agent.media.media_clock import MediaClock
 from voice_agent.media.rtp_transport import RtpCallAudio, RtpMediaServer

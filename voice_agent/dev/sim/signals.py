@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from voice_agent.audio.resample import Pcm16, Resampler, ulaw_decode, ulaw_encode
+from voice_agent.audio.frames import Pcm16
+from voice_agent.audio.g711 import ulaw_decode, ulaw_encode
+from voice_agent.audio.resample import Resampler
 
 
 def tone(freq: float, seconds: float, rate: int = 16000, level: float = 0.4) -> Pcm16:
