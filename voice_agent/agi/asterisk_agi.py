@@ -15,7 +15,6 @@ shutdown or drain, and routes by exact script path only.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -26,6 +25,7 @@ from voice_agent.agi.audio_files import AudioDirectory
 from voice_agent.agi.channel import AgiChannel
 from voice_agent.agi.protocol import AgiError, AgiHangup
 from voice_agent.agi.sequential import AgiConversation, SpeechServices, TurnLimits
+from voice_agent.calls.admission import Admission
 from voice_agent.calls.record import TENANT_VARIABLE, CallRecord, CallState, RejectedCall
 from voice_agent.config import Settings
 from voice_agent.tenants import Tenant, TenantRegistry, UnknownTenantError
@@ -133,11 +133,15 @@ class FastAgiServer:
         self.directory = AudioDirectory(settings.agi_audio_dir, settings.agi_audio_host_path())
         self._limits = TurnLimits(settings.agi_silence_seconds, settings.agi_max_record_seconds)
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.accepting = True
         self.sessions: dict[str, AgiSession] = {}
-        self.completed: collections.deque[CallRecord] = collections.deque(maxlen=1000)
-        self.rejected: collections.deque[RejectedCall] = collections.deque(maxlen=1000)
+        #: Limit, drain, and finished calls and rejections: the same rules as the ARI agent.
+        self.admission = Admission(settings.max_calls, settings.busy_prompt, what="AGI call")
+        self.completed = self.admission.completed
+        self.rejected = self.admission.rejected
+
+    @property
+    def accepting(self) -> bool:
+        return self.admission.accepting
 
     @property
     def port(self) -> int:
@@ -155,26 +159,16 @@ class FastAgiServer:
 
     async def shutdown(self, drain_seconds: float = 0.0) -> None:
         """Refuse new calls (busy prompt), let live ones run ``drain_seconds``, end the rest."""
-        self.accepting = False
-        if drain_seconds > 0 and self.sessions:
-            log.info("draining %d live AGI call(s) for up to %.0f s", len(self.sessions),
-                     drain_seconds)
-            await asyncio.wait(set(self._tasks), timeout=drain_seconds)
+        await self.admission.drain(drain_seconds)  # callers meanwhile hear the busy prompt
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.admission.end_all()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._serve(reader, writer)
-        finally:
-            self._tasks.discard(task)
+        self.admission.track(task)
+        await self._serve(reader, writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -194,17 +188,14 @@ class FastAgiServer:
             log.error("rejecting %s: %s", request.get("channel"), reason)
             await self._reject(channel, reason, self._settings.unknown_tenant_prompt)
             return
-        if not self.accepting:
-            await self._reject(channel, "service shutting down", self._settings.busy_prompt)
-            return
-        if len(self.sessions) >= self._settings.max_calls:
-            log.warning("rejecting %s: admission limit of %d calls reached",
-                        request.get("channel"), self._settings.max_calls)
-            await self._reject(channel, "admission limit reached", self._settings.busy_prompt)
+        if (refused := self.admission.refusal(len(self.sessions))) is not None:
+            log.warning("rejecting %s: %s", request.get("channel"), refused)
+            await self._reject(channel, refused, self._settings.busy_prompt)
             return
         session = AgiSession(channel, tenant, self._services, self.directory, self._limits,
                              self._settings.max_call_seconds)
         self.sessions[session.id] = session
+        self.admission.admitted()
         log.info("agi call %s from %s (%s) -> tenant %s [%d live]", session.id,
                  session.record.caller or "unknown", session.record.channel_name, tenant.name,
                  len(self.sessions))
@@ -212,13 +203,12 @@ class FastAgiServer:
             await session.run()
         finally:
             self.sessions.pop(session.id, None)
-            self.completed.append(session.record)
+            self.admission.finished(session.record)
 
     async def _reject(self, channel: AgiChannel, reason: str, prompt: str) -> None:
         """Tell the caller why (a short prompt), then hang up; tolerate early hang-ups."""
-        rejected = RejectedCall(channel.request.get("uniqueid"), channel.request.get("channel"),
-                                reason, prompt)
-        self.rejected.append(rejected)
+        rejected = self.admission.reject(RejectedCall(
+            channel.request.get("uniqueid"), channel.request.get("channel"), reason, prompt))
         async with channel:
             try:
                 await channel.answer()

@@ -47,7 +47,8 @@ from voice_agent.agi.audio_files import (
 from voice_agent.agi.channel import AgiChannel
 from voice_agent.agi.protocol import ESCAPE_DIGITS
 from voice_agent.calls.record import CallRecord, CallState
-from voice_agent.dialog.engine import DialogEngine, DialogState
+from voice_agent.dialog.engine import DialogEngine
+from voice_agent.dialog.state import DialogState
 from voice_agent.providers.stt import SpeechToText
 from voice_agent.providers.tts import PromptCache, TextToSpeech
 from voice_agent.tenants import Tenant

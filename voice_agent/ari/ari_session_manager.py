@@ -31,7 +31,6 @@ REST call on one call never delays events for another.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,8 +45,9 @@ from voice_agent.ari.ari_audio_bridge import (
 from voice_agent.ari.asterisk_ari import AriClient, AriConnectionError, AriError, Event
 from voice_agent.ari.call_session import CallSession
 from voice_agent.ari.playback import PlaybackTracker
+from voice_agent.calls.admission import Admission
 from voice_agent.calls.protocol import CallAgent
-from voice_agent.calls.record import CallRecord, RejectedCall
+from voice_agent.calls.record import RejectedCall
 from voice_agent.config import Settings
 from voice_agent.tenants import TenantRegistry, UnknownTenantError
 
@@ -77,19 +77,17 @@ class SessionManager:
         self.playbacks = PlaybackTracker(ari)
         #: Live sessions by caller channel id.
         self.sessions: dict[str, CallSession] = {}
-        #: Finished calls and rejections, newest last (bounded: this is not a CDR store).
-        self.completed: collections.deque[CallRecord] = collections.deque(maxlen=1000)
-        self.rejected: collections.deque[RejectedCall] = collections.deque(maxlen=1000)
+        #: Limit, drain, and finished calls and rejections (newest last, bounded).
+        self.admission = Admission(settings.max_calls, settings.busy_prompt)
+        self.completed = self.admission.completed
+        self.rejected = self.admission.rejected
         #: Channels the agent created itself (externalMedia, snoop): not callers.
         self.helpers = HelperChannels()
         #: Builds each call's audio path; None = no media (greeting-only agent).
         self.media = media(self.helpers) if media is not None else None
         self.agent = agent
-        self.accepting = True
-        self.calls_total = 0
         self.orphans_removed = 0
         self.stranded_removed = 0
-        self._tasks: set[asyncio.Task[None]] = set()
         self._events_task: asyncio.Task[None] | None = None
         self._janitor_task: asyncio.Task[None] | None = None
         #: Callers hearing a rejection prompt: in our app without a session, on purpose.
@@ -221,17 +219,18 @@ class SessionManager:
         except AriError as exc:  # gone meanwhile, or Asterisk busy: next reconcile retries
             log.debug("could not remove %s: %s", object_id, exc)
 
+    @property
+    def accepting(self) -> bool:
+        return self.admission.accepting
+
+    @property
+    def calls_total(self) -> int:
+        return self.admission.calls_total
+
     async def shutdown(self, drain_seconds: float = 0.0) -> None:
         """Stop admitting calls, let live ones finish for ``drain_seconds``, end the rest."""
-        self.accepting = False
-        if drain_seconds > 0 and self._tasks:
-            log.info("draining %d live call(s) for up to %.0f s", len(self.sessions),
-                     drain_seconds)
-            await asyncio.wait(set(self._tasks), timeout=drain_seconds)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.admission.drain(drain_seconds)
+        await self.admission.end_all()
         if self._janitor_task is not None:
             self._janitor_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -258,13 +257,9 @@ class SessionManager:
             log.error("rejecting %s (%s): %s", name, channel_id, exc)
             self._reject(channel, str(exc), self._settings.unknown_tenant_prompt)
             return
-        if not self.accepting:
-            self._reject(channel, "service shutting down", self._settings.busy_prompt)
-            return
-        if len(self.sessions) >= self._settings.max_calls:
-            log.warning("rejecting %s: admission limit of %d calls reached",
-                        name, self._settings.max_calls)
-            self._reject(channel, "admission limit reached", self._settings.busy_prompt)
+        if (refused := self.admission.refusal(len(self.sessions))) is not None:
+            log.warning("rejecting %s (%s): %s", name, channel_id, refused)
+            self._reject(channel, refused, self._settings.busy_prompt)
             return
         session = CallSession(
             channel=channel,
@@ -276,17 +271,17 @@ class SessionManager:
             agent=self.agent,
         )
         self.sessions[channel_id] = session
-        self.calls_total += 1
+        self.admission.admitted()
         log.info("call %s from %s (%s) -> tenant %s [%d live]", session.id,
                  session.record.caller or "unknown", name, tenant.name, len(self.sessions))
-        self._spawn(self._serve(session), f"session-{session.id}")
+        self.admission.spawn(self._serve(session), f"session-{session.id}")
 
     async def _serve(self, session: CallSession) -> None:
         try:
             await session.run()
         finally:
             self.sessions.pop(session.channel_id, None)
-            self.completed.append(session.record)
+            self.admission.finished(session.record)
 
     def _on_channel_gone(self, event: Event) -> None:
         session = self.sessions.get(event["channel"]["id"])
@@ -301,10 +296,10 @@ class SessionManager:
 
     # ------------------------------------------------------------ rejection
     def _reject(self, channel: dict[str, Any], reason: str, prompt: str) -> None:
-        rejected = RejectedCall(channel["id"], channel.get("name", ""), reason, prompt)
-        self.rejected.append(rejected)
+        rejected = self.admission.reject(
+            RejectedCall(channel["id"], channel.get("name", ""), reason, prompt))
         self._rejecting.add(rejected.channel_id)
-        self._spawn(self._play_and_hang_up(rejected), f"reject-{channel['id']}")
+        self.admission.spawn(self._play_and_hang_up(rejected), f"reject-{channel['id']}")
 
     async def _play_and_hang_up(self, rejected: RejectedCall) -> None:
         """Tell the caller why (a short prompt), then hang up; tolerate early hang-ups."""
@@ -322,7 +317,3 @@ class SessionManager:
             except AriError:
                 pass  # already gone
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -37,13 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from voice_agent.ari.call_session import CallSession
 from voice_agent.audio.frames import FRAME_SAMPLES, FRAME_SECONDS, INTERNAL_RATE
+from voice_agent.calls.protocol import Call
 from voice_agent.calls.record import CallState
 from voice_agent.conversation.barge_in import BargeIn, BargeInConfig, BargeInDetector
 from voice_agent.conversation.spoken_reply import SpokenReply
-from voice_agent.dialog.engine import DialogEngine, DialogState
+from voice_agent.dialog.engine import DialogEngine
 from voice_agent.dialog.llm_dialog import LlmDialog
+from voice_agent.dialog.state import DialogState
 from voice_agent.media.call_audio import CallAudio
 from voice_agent.providers.llm import LanguageModel
 from voice_agent.providers.stt import SpeechToText, Transcript
@@ -70,7 +71,9 @@ class ConversationAgent:
     """Turn-taking with barge-in on top of STT, the dialog engine and TTS.
 
     ``vad`` makes one detector per call (it has per-call state); tests pass a
-    scripted one.
+    scripted one. ``clock`` gives every timestamp the loop records and the
+    silence it accounts for; it must be the clock of the frames' arrival times
+    (``time.monotonic`` for the transports, the event loop's virtual time in tests).
     """
 
     speaks_greeting = True
@@ -88,6 +91,7 @@ class ConversationAgent:
         vad: Callable[[], VoiceActivityDetector] = SileroVad,
         speculate_after_ms: int = 200,
         llm: LanguageModel | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tenants = tenants
         self._db = db
@@ -103,6 +107,9 @@ class ConversationAgent:
         self._speculate_frames = speculate_after_ms // 20
         #: Replies from a server LLM with tool calls (None: the embedded engine only).
         self._llm = llm
+        #: Where turn and barge-in timestamps come from; the same clock as the frames'
+        #: arrival times (tests pass the event loop's virtual time).
+        self._clock = clock
 
     async def aclose(self) -> None:
         """Release the LLM client's connections (the service calls this at shutdown)."""
@@ -117,7 +124,7 @@ class ConversationAgent:
                 await load()
         self._vad()  # Silero: builds the shared ONNX session
 
-    async def __call__(self, call: CallSession) -> None:
+    async def __call__(self, call: Call) -> None:
         assert call.audio is not None
         await _Call(self, call, call.audio).run()
 
@@ -125,7 +132,7 @@ class ConversationAgent:
 class _Call:
     """One call's conversation state (the agent object is shared by all calls)."""
 
-    def __init__(self, agent: ConversationAgent, call: CallSession, audio: CallAudio) -> None:
+    def __init__(self, agent: ConversationAgent, call: Call, audio: CallAudio) -> None:
         self.agent = agent
         self.call = call
         self.audio = audio
@@ -172,7 +179,7 @@ class _Call:
         while True:
             digit = await self.call.dtmf.get()
             if self.call.state in TALKING:
-                now = time.monotonic()
+                now = self.agent._clock()
                 self._barge_in(BargeIn(now, now))
             if self.turn is not None and not self.turn.done():
                 self.turn.cancel()
@@ -180,7 +187,7 @@ class _Call:
             self.turn = asyncio.create_task(self._respond(digit, {"dtmf": digit}))
 
     async def _listen(self) -> None:
-        last = time.monotonic()
+        last = self.agent._clock()
         while True:
             try:
                 frame = await self.audio.next_frame(timeout=IDLE_TICK)
@@ -189,7 +196,7 @@ class _Call:
             if frame is None:
                 # Asterisk sends nothing while the caller is silent, but silence is
                 # exactly what ends a turn: feed the time that passed as silence.
-                now = time.monotonic()
+                now = self.agent._clock()
                 missing = int((now - last) / FRAME_SECONDS)
                 for _ in range(missing):
                     self._hear(SILENT_FRAME, now)
@@ -243,7 +250,7 @@ class _Call:
         played = self.reply.frames - self.audio.queued_frames
         dropped = self.audio.flush()
         self.record.barge_ins.append({"onset": cut.onset, "detected": cut.detected,
-                                      "stopped": time.monotonic(), "dropped_frames": dropped})
+                                      "stopped": self.agent._clock(), "dropped_frames": dropped})
         heard = self.reply.heard(played)
         self.reply_turn.update(played_text=heard, interrupted=True)
         self.state.cut_last_reply(heard)
@@ -271,7 +278,7 @@ class _Call:
         finally:
             if early is not None:
                 early.cancel()
-        turn["stt_final"] = time.monotonic()
+        turn["stt_final"] = self.agent._clock()
         turn["heard"] = transcript.text
         if transcript.text.strip():
             await self._respond(transcript.text, turn)
@@ -285,7 +292,7 @@ class _Call:
             await self._say(self.llm.reply(self.state, said), cached=False, turn=turn)
             return
         reply = await asyncio.to_thread(self.engine.reply, self.state, said)
-        turn.update(reply_ready=time.monotonic(), reply=reply.text, intent=reply.intent)
+        turn.update(reply_ready=self.agent._clock(), reply=reply.text, intent=reply.intent)
         await self._say(_pieces(reply.text), cached=False, turn=turn)
         if reply.transfer and self.tenant.operator_extension:
             self.call.transfer_to = (self.tenant.operator_context,
@@ -306,7 +313,7 @@ class _Call:
         self.reply, self.reply_turn = SpokenReply(), turn
         said: list[str] = []
         async for clause in pieces:
-            turn.setdefault("reply_ready", time.monotonic())
+            turn.setdefault("reply_ready", self.agent._clock())
             if turn.get("llm"):
                 said.append(clause)
                 turn["reply"] = " ".join(said)
@@ -317,12 +324,12 @@ class _Call:
                 async for chunk in stream:
                     self.reply.wrote(chunk, self.audio.write(chunk, INTERNAL_RATE))
                     if "first_audio" not in turn:
-                        turn["first_audio"] = time.monotonic()
+                        turn["first_audio"] = self.agent._clock()
                         self.call.transition(state)
         if padded := self.audio.finish():  # the tail, padded to a whole frame of silence
             self.reply.wrote(SILENT_FRAME[:0], padded)
         await self.audio.wait_played()  # still "speaking" until the caller heard it all
-        turn["played"] = time.monotonic()
+        turn["played"] = self.agent._clock()
         self.call.transition(CallState.LISTENING)
 
 

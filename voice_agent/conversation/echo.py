@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from voice_agent.ari.call_session import CallSession
 from voice_agent.audio.frames import Pcm16
+from voice_agent.calls.protocol import Call
 from voice_agent.media.call_audio import CallAudio
 
 MAX_BACKLOG_FRAMES = 6
@@ -53,6 +53,6 @@ class EchoAgent:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
 
-    async def __call__(self, call: CallSession) -> None:
+    async def __call__(self, call: Call) -> None:
         assert call.audio is not None
         await echo(call.audio, self.delay)

@@ -32,7 +32,8 @@ from contextlib import aclosing
 from datetime import date
 
 from voice_agent.dialog.chunker import SentenceChunker
-from voice_agent.dialog.engine import DialogEngine, DialogState, Turn
+from voice_agent.dialog.engine import DialogEngine
+from voice_agent.dialog.state import DialogState, Turn
 from voice_agent.dialog.tools import TOOL_SPECS, run_tool
 from voice_agent.providers.errors import ProviderError
 from voice_agent.providers.llm import ChatMessage, LanguageModel, TextDelta, ToolCall

@@ -42,7 +42,6 @@ from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
-import webrtcvad
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from voice_agent.audio.frames import FRAME_MS, FRAME_SAMPLES, FRAME_SECONDS, INTERNAL_RATE, Pcm16
@@ -214,6 +213,11 @@ class WebRtcVad:
         self.reset()
 
     def reset(self) -> None:
+        try:
+            import webrtcvad  # optional: only the benchmarks use this detector
+        except ImportError as exc:
+            raise RuntimeError("WebRtcVad needs the webrtcvad-wheels package "
+                               "(uv sync --group bench)") from exc
         self._vad = webrtcvad.Vad(self.aggressiveness)
 
     def speech_probability(self, frame: Pcm16) -> float:

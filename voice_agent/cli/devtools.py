@@ -1,47 +1,40 @@
-"""``voice-agent``: serve calls, run the dev Asterisk, place test calls, demo."""
+"""Development commands: the local Asterisk, the local LLM server, test calls, the demo
+and the benchmarks.
+
+The simulator and benchmark modules are imported inside the commands, so
+``serve`` never loads them (nor their dependencies: matplotlib, psutil, soxr).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import logging
 import signal
 import statistics
-import sys
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvloop
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from voice_agent import sd_notify
-from voice_agent.ari import media_stats as agent_stats
-from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriError
+from voice_agent.cli.common import app, console, fail, settings_from_env
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk, LocalAsteriskError
-from voice_agent.dev.sim.caller import CallResult, place_local_call, place_sip_call
-from voice_agent.dev.sim.conversation import AgentSilent, Exchange, Step, talk
 from voice_agent.service import running_agent
 
-app = typer.Typer(
-    help="Full-duplex AI phone agent for Asterisk (ARI). Settings: VOICE_AGENT_* env vars.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+if TYPE_CHECKING:
+    from voice_agent.dev.sim.caller import CallResult
+    from voice_agent.dev.sim.conversation import Exchange, Step
+
 asterisk_app = typer.Typer(help="The local dev/CI Asterisk 22 (chroot; needs root).",
                            no_args_is_help=True)
 app.add_typer(asterisk_app, name="asterisk")
-console = Console(width=max(120, Console().width))
-err = Console(stderr=True)
 
 #: The demo calls: every shipped number, with the tenant it must reach.
 DEMO_NUMBERS = {"100": "techstore", "18005551234": "techstore",
@@ -53,21 +46,6 @@ class Via(StrEnum):
     sip = "sip"
 
 
-def _settings(**overrides: object) -> Settings:
-    try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        err.print(f"[red]invalid configuration:[/red]\n{exc}")
-        raise typer.Exit(2) from exc
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    return settings
-
-
 def _local_asterisk(settings: Settings) -> LocalAsterisk:
     return LocalAsterisk(
         settings.asterisk_root,
@@ -77,103 +55,6 @@ def _local_asterisk(settings: Settings) -> LocalAsterisk:
         mirror=settings.debian_mirror,
         progress=lambda msg: console.print(f"[cyan]asterisk:[/cyan] {msg}"),
     )
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
-
-
-@app.command()
-def serve(
-    max_calls: Annotated[int | None, typer.Option(help="Admission limit (VOICE_AGENT_MAX_CALLS).")]
-    = None,
-    drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, let live calls run this "
-                                                 "long before hanging them up.")] = 10.0,
-    agent: Annotated[str | None, typer.Option(
-        help="greeting | echo | conversation (VOICE_AGENT_AGENT).")]
-    = None,
-    echo_delay_ms: Annotated[int | None, typer.Option(help="Echo agent delay, ms.")] = None,
-    transport: Annotated[str | None, typer.Option(
-        help="Media transport: websocket | rtp (VOICE_AGENT_MEDIA_TRANSPORT).")] = None,
-    stats_file: Annotated[Path | None, typer.Option(
-        help="On exit, write media timing stats (JSON) here (used by benchmarks).")] = None,
-) -> None:
-    """Answer calls in the Stasis app until SIGINT/SIGTERM (graceful drain on stop)."""
-    settings = _settings(max_calls=max_calls, agent=agent, echo_delay_ms=echo_delay_ms,
-                         media_transport=transport)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with running_agent(settings, drain_seconds=drain_seconds) as manager:
-            with contextlib.suppress(AriError):
-                await manager.wait_connected(settings.request_timeout)
-            if manager.ari.connected.is_set():
-                logging.info("ready: waiting for calls (Ctrl-C to stop)")
-            # systemd Type=notify: ready once ARI is connected, however late that is.
-            ready = asyncio.create_task(_notify_when_connected(manager))
-            await stop.wait()
-            ready.cancel()
-            sd_notify.notify("STOPPING=1")
-            logging.info("stopping: %d live call(s)", len(manager.sessions))
-        if stats_file is not None:
-            agent_stats.write(manager, stats_file)
-
-    try:
-        # uvloop: the media path is thousands of small datagrams and timer
-        # wake-ups a second, where its event loop costs far less than asyncio's.
-        uvloop.run(main())
-    except AriError as exc:
-        raise _fail(str(exc), 2) from exc
-
-
-async def _notify_when_connected(manager: SessionManager) -> None:
-    await manager.ari.connected.wait()
-    sd_notify.notify("READY=1\nSTATUS=waiting for calls")
-
-
-@app.command()
-def agi(
-    host: Annotated[str | None, typer.Option(
-        help="Listen address (VOICE_AGENT_AGI_HOST, default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(
-        help="Listen port (VOICE_AGENT_AGI_PORT, default 4573).")] = None,
-    drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, let live calls run this "
-                                                 "long before hanging them up.")] = 10.0,
-) -> None:
-    """Run the FastAGI fallback: record, transcribe, answer, play, in turns.
-
-    The same tenants, speech models and dialog engine as `serve --agent
-    conversation`, without streaming or barge-in. Asterisk reaches it with
-    AGI(agi://HOST:PORT/<tenant>); the shipped voice-agent-ari context falls
-    back to it when the Stasis app is not connected, and the voice-agent-agi
-    context uses it directly. Recordings and replies go to VOICE_AGENT_AGI_AUDIO_DIR (as
-    Asterisk sees it; the agent finds it under VOICE_AGENT_ASTERISK_ROOT unless
-    VOICE_AGENT_AGI_AUDIO_HOST_DIR says otherwise). Stops on SIGINT/SIGTERM.
-    """
-    from voice_agent.agi.asterisk_agi import running_agi_server
-    from voice_agent.agi.protocol import AgiError
-
-    settings = _settings(agi_host=host, agi_port=port)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with running_agi_server(settings, drain_seconds=drain_seconds) as server:
-            logging.info("ready: FastAGI on %s:%d (Ctrl-C to stop)", settings.agi_host,
-                         server.port)
-            await stop.wait()
-            logging.info("stopping: %d live AGI call(s)", len(server.sessions))
-
-    try:
-        uvloop.run(main())
-    except AgiError as exc:
-        raise _fail(str(exc), 2) from exc
 
 
 @app.command("llm-server")
@@ -189,7 +70,7 @@ def llm_server(
     """
     from voice_agent.dev.llm_server import LocalLlmError, LocalLlmServer
 
-    settings = _settings()
+    settings = settings_from_env()
     server = LocalLlmServer(settings.asterisk_root, port=port, slots=slots,
                             progress=lambda msg: console.print(f"[cyan]llm:[/cyan] {msg}"))
     stop = threading.Event()
@@ -200,17 +81,17 @@ def llm_server(
             console.print(f"base_url {server.base_url}, model {server.model} (Ctrl-C to stop)")
             stop.wait()
     except LocalLlmError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 @asterisk_app.command("up")
 def asterisk_up() -> None:
     """Provision (once), configure and start Asterisk; wait until ARI answers."""
-    local = _local_asterisk(_settings())
+    local = _local_asterisk(settings_from_env())
     try:
         status = local.up()
     except LocalAsteriskError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console.print(f"[green]ready[/green]: Asterisk {status.version}, ARI {local.ari_url}, "
                   f"{status.channels} channel(s)")
 
@@ -218,18 +99,18 @@ def asterisk_up() -> None:
 @asterisk_app.command("down")
 def asterisk_down() -> None:
     """Stop Asterisk cleanly."""
-    local = _local_asterisk(_settings())
+    local = _local_asterisk(settings_from_env())
     try:
         stopped = local.down()
     except LocalAsteriskError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console.print("stopped" if stopped else "Asterisk was not running")
 
 
 @asterisk_app.command("status")
 def asterisk_status() -> None:
     """Version, ARI reachability and live channels; exit 1 when ARI is unreachable."""
-    local = _local_asterisk(_settings())
+    local = _local_asterisk(settings_from_env())
     status = local.status()
     process = f"running, pid {status.pid}" if status.running else "not running (local chroot)"
     console.print(f"process:  {process}")
@@ -244,11 +125,11 @@ def asterisk_status() -> None:
 @asterisk_app.command("cli")
 def asterisk_cli(command: Annotated[str, typer.Argument(help='e.g. "core show channels"')]) -> None:
     """Run one Asterisk CLI command in the local Asterisk."""
-    local = _local_asterisk(_settings())
+    local = _local_asterisk(settings_from_env())
     try:
         console.print(local.cli(command), end="", markup=False, highlight=False)
     except LocalAsteriskError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 def _print_calls(results: list[CallResult], expected: dict[str, str] | None = None) -> bool:
@@ -270,6 +151,8 @@ def _print_calls(results: list[CallResult], expected: dict[str, str] | None = No
 
 async def _call(settings: Settings, number: str, via: Via, context: str, hold: float,
                 dtmf: str) -> CallResult:
+    from voice_agent.dev.sim.caller import place_local_call, place_sip_call
+
     if via is Via.sip:
         return await place_sip_call(settings.ari_url, settings.ari_user, settings.ari_secret(),
                                     number, sip_target=f"127.0.0.1:{settings.sip_port}",
@@ -278,19 +161,24 @@ async def _call(settings: Settings, number: str, via: Via, context: str, hold: f
                                   number, context=context, hold_seconds=hold, dtmf=dtmf)
 
 
-#: What the demo says to each tenant: a task per tenant, completed by voice.
-DEMO_SCRIPTS: dict[str, list[Step]] = {
-    "18005551234": [Step("Where is my order one two three four five?")],
-    "18005555678": [Step("I would like to book an appointment next Monday at three PM "
-                         "at the downtown clinic."), Step("Yes please.")],
-    "18005559999": [Step("I would like to register for a course."), Step(dtmf="1"),
-                    Step("Yes.")],
-}
+def demo_scripts() -> dict[str, list[Step]]:
+    """What the demo says to each tenant: a task per tenant, completed by voice."""
+    from voice_agent.dev.sim.conversation import Step
+
+    return {
+        "18005551234": [Step("Where is my order one two three four five?")],
+        "18005555678": [Step("I would like to book an appointment next Monday at three PM "
+                             "at the downtown clinic."), Step("Yes please.")],
+        "18005559999": [Step("I would like to register for a course."), Step(dtmf="1"),
+                        Step("Yes.")],
+    }
 
 
 def _steps(say: list[str], barge_in_after: float | None, dtmf: str) -> list[Step]:
     """``--say`` utterances in order; with ``--barge-in-after`` every one after the first
     interrupts the agent's previous reply; ``--dtmf`` keys come last."""
+    from voice_agent.dev.sim.conversation import Step
+
     steps = [Step(text, barge_in_after=barge_in_after if i else None)
              for i, text in enumerate(say)]
     return steps + ([Step(dtmf=dtmf)] if dtmf else [])
@@ -310,6 +198,7 @@ def _print_dialogue(number: str, exchanges: list[Exchange]) -> None:
 
 
 async def _talk(settings: Settings, number: str, steps: list[Step], via: Via) -> list[Exchange]:
+    from voice_agent.dev.sim.conversation import talk
     from voice_agent.providers.stt import WhisperStt
 
     return await talk(settings.ari_url, settings.ari_user, settings.ari_secret(), number, steps,
@@ -336,7 +225,9 @@ def call(
 ) -> None:
     """Place a test call. With --say: talk to the agent and print the dialogue, as heard
     at the phone, with per-turn voice-to-voice latency and barge-in stop delay."""
-    settings = _settings()
+    from voice_agent.dev.sim.conversation import AgentSilent
+
+    settings = settings_from_env()
     try:
         if say:
             exchanges = asyncio.run(_talk(settings, number, _steps(say, barge_in_after, dtmf),
@@ -345,9 +236,9 @@ def call(
             return
         result = asyncio.run(_call(settings, number, via or Via.local, context, hold, dtmf))
     except AriError as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
     except AgentSilent as exc:
-        raise _fail(str(exc), 1) from exc
+        raise fail(str(exc), 1) from exc
     if not _print_calls([result]):
         raise typer.Exit(1)
 
@@ -359,11 +250,13 @@ def demo(
 ) -> None:
     """Start the local Asterisk and the conversation agent, check every number reaches its
     tenant, then hold a short spoken conversation with each tenant and print it."""
-    settings = _settings()
+    from voice_agent.dev.sim.conversation import AgentSilent
+
+    settings = settings_from_env()
     try:
         _local_asterisk(settings).up()
     except LocalAsteriskError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
     async def main() -> tuple[list[CallResult], dict[str, list[Exchange]]]:
         with tempfile.TemporaryDirectory(prefix="voice-agent-demo-") as data:
@@ -375,7 +268,7 @@ def demo(
                 routing = [await _call(settings, n, Via.local, "voice-agent-ari", hold, "")
                            for n in DEMO_NUMBERS]
                 dialogues = {}
-                for number, steps in DEMO_SCRIPTS.items():
+                for number, steps in demo_scripts().items():
                     console.print(f"[cyan]demo:[/cyan] calling {number} "
                                   f"({DEMO_NUMBERS[number]}) …")
                     dialogues[number] = await _talk(settings, number, steps, Via.sip)
@@ -384,9 +277,9 @@ def demo(
     try:
         routing, dialogues = asyncio.run(main())
     except (AriError, AgentSilent) as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
     if not _print_calls(routing, DEMO_NUMBERS):
-        raise _fail("a demo call did not reach its tenant")
+        raise fail("a demo call did not reach its tenant")
     for number, exchanges in dialogues.items():
         _print_dialogue(f"{number} ({DEMO_NUMBERS[number]})", exchanges)
     latencies = [ex.latency_s for ex in itertools.chain(*dialogues.values())
@@ -415,12 +308,12 @@ def bench_media(
     """N concurrent echo calls through Asterisk: CPU, jitter, loss, late frames, round trip."""
     from voice_agent.dev.bench import media
 
-    settings = _settings()
+    settings = settings_from_env()
     local = _local_asterisk(settings)
     try:
         local.up()
     except LocalAsteriskError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     for kind in transport:
         for n in calls:
             console.print(f"[cyan]bench[/cyan] media: {n} calls over {kind} for {seconds:.0f} s")
@@ -457,13 +350,14 @@ def bench_media_agent(
 
 def _bench_conversation(run: Callable[[Settings], Awaitable[dict[str, Any]]]) -> None:
     from voice_agent.dev.bench import conversation
+    from voice_agent.dev.sim.conversation import AgentSilent
 
-    settings = _settings()
+    settings = settings_from_env()
     try:
         _local_asterisk(settings).up()
         result = asyncio.run(run(settings))
     except (LocalAsteriskError, AriError, AgentSilent) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     path = conversation.save(result)
     summary = {k: v for k, v in result.items()
                if k in ("v2v_s", "stages_s", "stop_at_caller_s", "onset_to_detect_s",
@@ -514,10 +408,18 @@ def bench_speech() -> None:
     """Embedded speech models: VAD µs/frame, STT latency and capacity, TTS first audio."""
     from voice_agent.dev.bench import speech
 
-    _settings()
+    settings_from_env()
     result = asyncio.run(speech.run(progress=lambda m: console.print(f"  {m}")))
     console.print(f"→ {speech.save(result)}")
 
 
-if __name__ == "__main__":
-    app()
+@bench_app.command("micro")
+def bench_micro(
+    what: Annotated[list[str] | None, typer.Argument(
+        help="codec | batch-codec | vad | stt | tts (default: all).")] = None,
+) -> None:
+    """Single-component reports printed to the terminal (no results file)."""
+    from voice_agent.dev.bench import micro
+
+    if code := micro.main(what or []):
+        raise typer.Exit(code)

@@ -1,0 +1,116 @@
+"""The production commands: ``serve`` (the ARI agent) and ``agi`` (the FastAGI fallback).
+
+They import nothing from :mod:`voice_agent.dev`, so a production install runs
+them without the benchmark and simulator dependencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvloop
+
+from voice_agent import sd_notify
+from voice_agent.ari import media_stats
+from voice_agent.ari.ari_session_manager import SessionManager
+from voice_agent.ari.asterisk_ari import AriError
+from voice_agent.cli.common import app, fail, settings_from_env
+from voice_agent.service import running_agent
+
+
+@app.command()
+def serve(
+    max_calls: Annotated[int | None, typer.Option(help="Admission limit (VOICE_AGENT_MAX_CALLS).")]
+    = None,
+    drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, let live calls run this "
+                                                 "long before hanging them up.")] = 10.0,
+    agent: Annotated[str | None, typer.Option(
+        help="greeting | echo | conversation (VOICE_AGENT_AGENT).")]
+    = None,
+    echo_delay_ms: Annotated[int | None, typer.Option(help="Echo agent delay, ms.")] = None,
+    transport: Annotated[str | None, typer.Option(
+        help="Media transport: websocket | rtp (VOICE_AGENT_MEDIA_TRANSPORT).")] = None,
+    stats_file: Annotated[Path | None, typer.Option(
+        help="On exit, write media timing stats (JSON) here (used by benchmarks).")] = None,
+) -> None:
+    """Answer calls in the Stasis app until SIGINT/SIGTERM (graceful drain on stop)."""
+    settings = settings_from_env(max_calls=max_calls, agent=agent, echo_delay_ms=echo_delay_ms,
+                         media_transport=transport)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with running_agent(settings, drain_seconds=drain_seconds) as manager:
+            with contextlib.suppress(AriError):
+                await manager.wait_connected(settings.request_timeout)
+            if manager.ari.connected.is_set():
+                logging.info("ready: waiting for calls (Ctrl-C to stop)")
+            # systemd Type=notify: ready once ARI is connected, however late that is.
+            ready = asyncio.create_task(_notify_when_connected(manager))
+            await stop.wait()
+            ready.cancel()
+            sd_notify.notify("STOPPING=1")
+            logging.info("stopping: %d live call(s)", len(manager.sessions))
+        if stats_file is not None:
+            media_stats.write(manager, stats_file)
+
+    try:
+        # uvloop: the media path is thousands of small datagrams and timer
+        # wake-ups a second, where its event loop costs far less than asyncio's.
+        uvloop.run(main())
+    except AriError as exc:
+        raise fail(str(exc), 2) from exc
+
+
+async def _notify_when_connected(manager: SessionManager) -> None:
+    await manager.ari.connected.wait()
+    sd_notify.notify("READY=1\nSTATUS=waiting for calls")
+
+
+@app.command()
+def agi(
+    host: Annotated[str | None, typer.Option(
+        help="Listen address (VOICE_AGENT_AGI_HOST, default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(
+        help="Listen port (VOICE_AGENT_AGI_PORT, default 4573).")] = None,
+    drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, let live calls run this "
+                                                 "long before hanging them up.")] = 10.0,
+) -> None:
+    """Run the FastAGI fallback: record, transcribe, answer, play, in turns.
+
+    The same tenants, speech models and dialog engine as `serve --agent
+    conversation`, without streaming or barge-in. Asterisk reaches it with
+    AGI(agi://HOST:PORT/<tenant>); the shipped voice-agent-ari context falls
+    back to it when the Stasis app is not connected, and the voice-agent-agi
+    context uses it directly. Recordings and replies go to VOICE_AGENT_AGI_AUDIO_DIR (as
+    Asterisk sees it; the agent finds it under VOICE_AGENT_ASTERISK_ROOT unless
+    VOICE_AGENT_AGI_AUDIO_HOST_DIR says otherwise). Stops on SIGINT/SIGTERM.
+    """
+    from voice_agent.agi.asterisk_agi import running_agi_server
+    from voice_agent.agi.protocol import AgiError
+
+    settings = settings_from_env(agi_host=host, agi_port=port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with running_agi_server(settings, drain_seconds=drain_seconds) as server:
+            logging.info("ready: FastAGI on %s:%d (Ctrl-C to stop)", settings.agi_host,
+                         server.port)
+            await stop.wait()
+            logging.info("stopping: %d live AGI call(s)", len(server.sessions))
+
+    try:
+        uvloop.run(main())
+    except AgiError as exc:
+        raise fail(str(exc), 2) from exc
