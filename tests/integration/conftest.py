@@ -7,19 +7,19 @@ Nothing here is mocked: `local_asterisk` runs the same `LocalAsterisk.up()` as
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from tests.helpers import eventually
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.calls.protocol import CallAgent
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.providers.stt import WhisperStt
 from voice_agent.service import running_agent
 
 
@@ -73,27 +73,18 @@ async def agent(start_agent: AgentFactory) -> AsyncIterator[SessionManager]:
         yield manager
 
 
+@pytest.fixture(scope="module")
+def whisper() -> WhisperStt:
+    """Whisper, to check what a caller heard (the model loads on first use, once per process)."""
+    return WhisperStt()
+
+
 @pytest.fixture
 async def inspector(local_asterisk: LocalAsterisk, settings: Settings) -> AsyncIterator[AriClient]:
     """A plain ARI client for asking Asterisk what exists (channels, bridges)."""
     async with AriClient(settings.ari_url, settings.ari_user, settings.ari_secret(),
                          "va-test-inspector") as ari:
         yield ari
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0,
-                     what: str = "condition") -> None:
-    """Poll ``check`` until true; fail with ``what`` after ``timeout`` (a bound, not a metric)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def assert_nothing_left(inspector: AriClient, manager: SessionManager) -> None:

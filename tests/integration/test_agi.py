@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from tests.helpers import eventually
+from tests.integration.conftest import AgentFactory, assert_nothing_left
 from voice_agent.agi.asterisk_agi import FastAgiServer, running_agi_server
 from voice_agent.agi.sequential import SpeechServices
 from voice_agent.ari.asterisk_ari import AriClient
@@ -44,11 +45,6 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> SpeechServices:
     """Models loaded once for the module (they are not bound to an event loop)."""
     db = open_db(tmp_path_factory.mktemp("agi-tenants") / "tenants.sqlite3")
     return SpeechServices(db, WhisperStt(), PiperTts())
-
-
-@pytest.fixture(scope="module")
-def whisper() -> WhisperStt:
-    return WhisperStt()
 
 
 @pytest.fixture

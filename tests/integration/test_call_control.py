@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from tests.helpers import ari_credentials, eventually
+from tests.integration.conftest import AgentFactory, assert_nothing_left
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.calls.record import CallState
@@ -20,10 +21,6 @@ NUMBERS = {
     "18005559999": "edulearn",
 }
 GREETING_SECONDS = 2.0  # hello-world is 1.4 s: hold the line past it
-
-
-def _credentials(settings: Settings) -> tuple[str, str, str]:
-    return settings.ari_url, settings.ari_user, settings.ari_secret()
 
 
 def _assert_served(manager: SessionManager, tenant: str, channel_prefix: str) -> None:
@@ -41,7 +38,7 @@ def _assert_served(manager: SessionManager, tenant: str, channel_prefix: str) ->
 async def test_local_call_reaches_its_tenant(
     number: str, agent: SessionManager, settings: Settings, inspector: AriClient
 ) -> None:
-    result = await place_local_call(*_credentials(settings), number,
+    result = await place_local_call(*ari_credentials(settings), number,
                                     hold_seconds=GREETING_SECONDS)
     assert result.answered, result.detail
     assert result.tenant == NUMBERS[number]
@@ -54,7 +51,7 @@ async def test_local_call_reaches_its_tenant(
 async def test_sip_call_reaches_its_tenant(
     number: str, agent: SessionManager, settings: Settings, inspector: AriClient
 ) -> None:
-    result = await place_sip_call(*_credentials(settings), number,
+    result = await place_sip_call(*ari_credentials(settings), number,
                                   sip_target=f"127.0.0.1:{settings.sip_port}",
                                   hold_seconds=GREETING_SECONDS)
     assert result.answered, result.detail
@@ -68,7 +65,7 @@ async def test_sip_call_reaches_its_tenant(
 async def test_unknown_or_missing_tenant_hears_prompt_and_is_hung_up(
     number: str, why: str, agent: SessionManager, settings: Settings, inspector: AriClient
 ) -> None:
-    result = await place_local_call(*_credentials(settings), number,
+    result = await place_local_call(*ari_credentials(settings), number,
                                     context="voice-agent-test", hold_seconds=10)
     assert result.answered
     assert result.hung_up_by == "agent"
@@ -84,10 +81,10 @@ async def test_unknown_or_missing_tenant_hears_prompt_and_is_hung_up(
 async def test_unknown_extension_is_a_clear_failure(
     agent: SessionManager, settings: Settings, inspector: AriClient
 ) -> None:
-    local = await place_local_call(*_credentials(settings), "5550000", hold_seconds=1)
+    local = await place_local_call(*ari_credentials(settings), "5550000", hold_seconds=1)
     assert not local.answered
     assert local.detail
-    sip = await place_sip_call(*_credentials(settings), "5550000",
+    sip = await place_sip_call(*ari_credentials(settings), "5550000",
                                sip_target=f"127.0.0.1:{settings.sip_port}", hold_seconds=1)
     assert not sip.answered
     assert "404" in sip.detail or "Not Found" in sip.detail, sip.detail
@@ -98,7 +95,7 @@ async def test_unknown_extension_is_a_clear_failure(
 async def test_dtmf_reaches_the_session(
     agent: SessionManager, settings: Settings, inspector: AriClient
 ) -> None:
-    result = await place_local_call(*_credentials(settings), "18005555678",
+    result = await place_local_call(*ari_credentials(settings), "18005555678",
                                     hold_seconds=GREETING_SECONDS + 1, dtmf="42#*0")
     assert result.answered
     await assert_nothing_left(inspector, agent)
@@ -111,9 +108,9 @@ async def test_admission_limit_turns_extra_callers_away(
 ) -> None:
     async with start_agent(max_calls=1) as manager:
         first = asyncio.create_task(
-            place_local_call(*_credentials(settings), "100", hold_seconds=5))
+            place_local_call(*ari_credentials(settings), "100", hold_seconds=5))
         await eventually(lambda: len(manager.sessions) == 1, what="first call admitted")
-        second = await place_local_call(*_credentials(settings), "18005559999",
+        second = await place_local_call(*ari_credentials(settings), "18005559999",
                                         hold_seconds=10)
         assert second.answered and second.hung_up_by == "agent"
         assert second.tenant is None

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from tests.helpers import eventually, local_llm_server
+from tests.integration.conftest import AgentFactory, assert_nothing_left
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.ari.call_session import CallSession
@@ -37,11 +38,6 @@ from voice_agent.dev.sim.signals import speech
 from voice_agent.providers.stt import WhisperStt
 
 ORDER_QUESTION = "Where is my order one two three four five?"
-
-
-@pytest.fixture(scope="module")
-def whisper() -> WhisperStt:
-    return WhisperStt()
 
 
 @dataclass
@@ -237,8 +233,7 @@ async def test_dtmf_hash_repeats_and_zero_transfers_to_the_operator(
 
 @pytest.fixture(scope="module")
 def llm_server(local_asterisk: LocalAsterisk, settings: Settings) -> Iterator[LocalLlmServer]:
-    with LocalLlmServer(settings.asterisk_root, port=8096, slots=1,
-                        progress=lambda msg: print(f"llm: {msg}")) as server:
+    with local_llm_server(settings, 8096) as server:
         yield server
 
 

@@ -14,6 +14,7 @@ from contextlib import aclosing
 
 import pytest
 
+from tests.helpers import local_llm_server
 from voice_agent.config import Settings
 from voice_agent.dev.llm_server import LocalLlmServer
 from voice_agent.dev.local_asterisk import LocalAsterisk
@@ -40,14 +41,9 @@ QUESTION = [
 ]
 
 
-def _server(settings: Settings, port: int) -> LocalLlmServer:
-    return LocalLlmServer(settings.asterisk_root, port=port, slots=1,
-                          progress=lambda msg: print(f"llm: {msg}"))
-
-
 @pytest.fixture(scope="module")
 def llm_server(local_asterisk: LocalAsterisk, settings: Settings) -> Iterator[LocalLlmServer]:
-    with _server(settings, 8091) as server:
+    with local_llm_server(settings, 8091) as server:
         yield server
 
 
@@ -101,7 +97,7 @@ async def test_tools_and_a_tool_result_reach_the_model(llm_server: LocalLlmServe
 async def test_server_killed_mid_stream_is_a_clear_error_then_the_standby_serves(
     llm_server: LocalLlmServer, settings: Settings,
 ) -> None:
-    primary = _server(settings, 8092)
+    primary = local_llm_server(settings, 8092)
     primary.start()
     try:
         async with _client(primary, max_tokens=400, max_retries=0) as first, \

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from tests.helpers import ari_credentials, eventually
+from tests.integration.conftest import AgentFactory, assert_nothing_left
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.ari.call_session import CallSession
@@ -40,10 +41,6 @@ MEDIA = [("rtp", "ulaw"), ("rtp", "slin"), ("websocket", "ulaw")]
 ECHO_MATCH = 0.8
 
 
-def _credentials(settings: Settings) -> tuple[str, str, str]:
-    return settings.ari_url, settings.ari_user, settings.ari_secret()
-
-
 @pytest.fixture(params=MEDIA, ids=["rtp-ulaw", "rtp-slin", "websocket-slin16"])
 async def echo_agent(request: pytest.FixtureRequest, start_agent: AgentFactory
                      ) -> AsyncIterator[SessionManager]:
@@ -64,7 +61,7 @@ async def _listening_call(phone: SimPhone, manager: SessionManager, number: str 
 
 async def _echo_of(signal: np.ndarray, manager: SessionManager, settings: Settings
                    ) -> Recording:
-    async with SimPhone(*_credentials(settings)) as phone:
+    async with SimPhone(*ari_credentials(settings)) as phone:
         call = await _listening_call(phone, manager)
         await call.say(signal)
         await asyncio.sleep(0.4)  # let the echo come back
@@ -125,7 +122,8 @@ async def test_flush_stops_agent_audio_at_the_caller(
             await asyncio.Event().wait()
 
     async with start_agent(call_agent=TalkThenFlush(), media_transport=transport,
-                           rtp_format=fmt) as manager, SimPhone(*_credentials(settings)) as phone:
+                           rtp_format=fmt) as manager, \
+            SimPhone(*ari_credentials(settings)) as phone:
         call = await phone.dial("100", audio=True, via="sip")
         await eventually(lambda: any(s.state == CallState.LISTENING
                                      for s in manager.sessions.values()), what="greeting done")
@@ -155,8 +153,8 @@ async def test_sipp_caller_is_echoed(
     probe = np.concatenate((silence, signal))
     pcap = write_rtp_pcap(tmp_path / "sweep.pcap", [
         ulaw_encode(probe[i:i + 160]) for i in range(0, len(probe) - 159, 160)])
-    async with SimPhone(*_credentials(settings)) as recorder:
-        result = await place_sip_call(*_credentials(settings), "18005551234",
+    async with SimPhone(*ari_credentials(settings)) as recorder:
+        result = await place_sip_call(*ari_credentials(settings), "18005551234",
                                       sip_target=f"127.0.0.1:{settings.sip_port}",
                                       hold_seconds=4.5, pcap=pcap, recorder=recorder)
     assert result.answered and result.tenant == "techstore", result.detail
@@ -170,7 +168,7 @@ async def test_local_channel_caller_is_echoed(
     echo_agent: SessionManager, settings: Settings, inspector: AriClient
 ) -> None:
     """A Local-channel caller hears the echo on every transport (see README: RTP + Local)."""
-    async with SimPhone(*_credentials(settings)) as phone:
+    async with SimPhone(*ari_credentials(settings)) as phone:
         call = await phone.dial("18005555678", audio=True, via="local")
         assert call.tenant == "healthplus"
         await eventually(lambda: any(s.state == CallState.LISTENING
@@ -196,7 +194,7 @@ async def test_local_channel_caller_is_echoed(
 async def test_hangup_mid_stream_frees_media(
     echo_agent: SessionManager, settings: Settings, inspector: AriClient
 ) -> None:
-    async with SimPhone(*_credentials(settings)) as phone:
+    async with SimPhone(*ari_credentials(settings)) as phone:
         call = await _listening_call(phone, echo_agent)
         session = next(iter(echo_agent.sessions.values()))
         audio = session.audio

@@ -6,17 +6,14 @@ import asyncio
 
 import pytest
 
-from tests.integration.conftest import AgentFactory, assert_nothing_left, eventually
+from tests.helpers import ari_credentials, eventually
+from tests.integration.conftest import AgentFactory, assert_nothing_left
 from tests.integration.tcp_proxy import TcpProxy
 from voice_agent.ari.asterisk_ari import AriAuthError, AriClient, AriConnectionError
 from voice_agent.calls.record import CallState
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
 from voice_agent.dev.sim.caller import place_local_call
-
-
-def _credentials(settings: Settings) -> tuple[str, str, str]:
-    return settings.ari_url, settings.ari_user, settings.ari_secret()
 
 
 @pytest.mark.parametrize(("how", "end_reason"), [
@@ -28,7 +25,7 @@ async def test_agent_survives_asterisk_restart(
     inspector: AriClient
 ) -> None:
     live_call = asyncio.create_task(
-        place_local_call(*_credentials(settings), "100", hold_seconds=30))
+        place_local_call(*ari_credentials(settings), "100", hold_seconds=30))
     # Wait until the call is idle (greeting over): a REST call in flight at the crash
     # would end the session with that error instead, which is also fine but racy.
     await eventually(lambda: any(s.state == CallState.LISTENING for s in agent.sessions.values()),
@@ -47,7 +44,7 @@ async def test_agent_survives_asterisk_restart(
     live_call.cancel()
     await asyncio.gather(live_call, return_exceptions=True)
 
-    result = await place_local_call(*_credentials(settings), "18005555678", hold_seconds=2)
+    result = await place_local_call(*ari_credentials(settings), "18005555678", hold_seconds=2)
     assert result.answered and result.tenant == "healthplus"
     await assert_nothing_left(inspector, agent)
 
@@ -59,7 +56,7 @@ async def test_agent_survives_a_dropped_events_socket(
     async with TcpProxy(host, port) as proxy, start_agent(ari_url=proxy.url) as manager:
         # A call that is live while the link flaps must keep going.
         live_call = asyncio.create_task(
-            place_local_call(*_credentials(settings), "18005559999", hold_seconds=4))
+            place_local_call(*ari_credentials(settings), "18005559999", hold_seconds=4))
         await eventually(lambda: len(manager.sessions) == 1, what="call in progress")
         session = next(iter(manager.sessions.values()))
 
@@ -73,7 +70,7 @@ async def test_agent_survives_a_dropped_events_socket(
         await eventually(lambda: not manager.sessions, what="session closed after hang-up")
         assert "hung up" in manager.completed[-1].end_reason
 
-        result = await place_local_call(*_credentials(settings), "100", hold_seconds=2)
+        result = await place_local_call(*ari_credentials(settings), "100", hold_seconds=2)
         assert result.answered and result.tenant == "techstore"
         await assert_nothing_left(inspector, manager)
 
@@ -124,7 +121,7 @@ async def test_periodic_check_removes_a_leftover_and_spares_live_calls(
     """A bridge of ours that appears while connected (no reconnect) is cleaned up by the janitor."""
     async with start_agent(reconcile_seconds=0.3, agent="echo") as manager:
         live_call = asyncio.create_task(
-            place_local_call(*_credentials(settings), "100", hold_seconds=4))
+            place_local_call(*ari_credentials(settings), "100", hold_seconds=4))
         await eventually(lambda: any(s.state == CallState.LISTENING
                                      for s in manager.sessions.values()), what="call up")
         leftover = f"{settings.app_name}-bridge-failed-teardown"
@@ -143,7 +140,7 @@ async def test_janitor_hangs_up_a_caller_left_by_an_agent_that_died(
 ) -> None:
     """A caller answered by an agent that then vanished is not left in silence for ever."""
     answered = asyncio.Event()
-    async with AriClient(*_credentials(settings), settings.app_name) as previous:
+    async with AriClient(*ari_credentials(settings), settings.app_name) as previous:
 
         async def previous_agent() -> None:  # answers, then dies without hanging up
             async for event in previous.events():
@@ -154,7 +151,7 @@ async def test_janitor_hangs_up_a_caller_left_by_an_agent_that_died(
         running = asyncio.create_task(previous_agent())
         await eventually(previous.connected.is_set, what="previous agent connected")
         call = asyncio.create_task(
-            place_local_call(*_credentials(settings), "100", hold_seconds=60))
+            place_local_call(*ari_credentials(settings), "100", hold_seconds=60))
         await asyncio.wait_for(answered.wait(), timeout=10)
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.conftest import eventually
+from tests.helpers import eventually
 from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers import eventually, sine
 from voice_agent.agi.asterisk_agi import FastAgiServer, running_agi_server
 from voice_agent.agi.audio_files import has_speech, read_recording, write_reply
 from voice_agent.agi.protocol import (
@@ -160,7 +161,7 @@ def test_ok_response_passes() -> None:
 
 
 def test_reply_is_written_as_8khz_wav_and_recordings_come_back_at_16khz(tmp_path: Path) -> None:
-    pcm = tone16k(0.5)
+    pcm = sine(16000, 440, 0.5, amplitude=8000)
     seconds = write_reply(tmp_path / "say.wav", pcm)
     with wave.open(str(tmp_path / "say.wav")) as wav:
         assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (8000, 2, 1)
@@ -214,11 +215,6 @@ def test_dialplan_falls_back_to_agi_and_has_a_direct_agi_context() -> None:
 # ------------------------------------------------------------- model stubs
 
 
-def tone16k(seconds: float, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * 16000)) / 16000
-    return (np.sin(2 * np.pi * freq * t) * 8000).astype(np.int16)
-
-
 class ScriptedStt:
     """Returns the next scripted transcript; ``gate`` holds it back (a slow model)."""
 
@@ -255,7 +251,7 @@ class ToneTts:
 
     async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
         self.said.append(text)
-        audio = tone16k(0.3)
+        audio = sine(16000, 440, 0.3, amplitude=8000)
         yield audio[:2400]
         yield audio[2400:]
 
@@ -351,12 +347,12 @@ class FakeAsterisk:
 
 def speak(fake: FakeAsterisk, args: list[str]) -> Reply:
     """The caller says one second of something, then is silent."""
-    return fake.record(args, tone16k(1.0)[::2])
+    return fake.record(args, sine(16000, 440, 1.0, amplitude=8000)[::2])
 
 
 def hang_up_recording(fake: FakeAsterisk, args: list[str]) -> Reply:
     """The caller hangs up half a second into a turn: partial file, -1, then HANGUP."""
-    fake.record(args, tone16k(0.5)[::2])
+    fake.record(args, sine(16000, 440, 0.5, amplitude=8000)[::2])
     fake.dead = True
     return ["200 result=-1 (hangup) endpos=4000", "HANGUP"]
 
@@ -373,7 +369,8 @@ def press(digit: str) -> Hook:
         if args[0] == "STREAM":
             fake.play(args)
             return [f"200 result={ord(digit)} endpos=2000"]
-        return fake.record(args, tone16k(0.2)[::2], ending=f"{ord(digit)} (dtmf)")
+        return fake.record(args, sine(16000, 440, 0.2, amplitude=8000)[::2],
+                           ending=f"{ord(digit)} (dtmf)")
     return hook
 
 
@@ -404,11 +401,11 @@ def agi_server(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextM
 
 async def ended(server: FastAgiServer, count: int = 1) -> None:
     """Until ``count`` calls are in ``server.completed`` (bounded, not a measurement)."""
-    for _ in range(500):
-        if len(server.completed) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} call(s) did not end: {list(server.completed)}")
+    try:
+        await eventually(lambda: len(server.completed) >= count, interval=0.01,
+                         what=f"{count} call(s) to end")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; ended: {list(server.completed)}") from None
 
 
 def verbs(fake: FakeAsterisk) -> list[str]:
@@ -487,7 +484,7 @@ async def test_hang_up_while_the_agent_thinks_cancels_the_work_at_once(agi_serve
     stt.gate = asyncio.Event()  # never opened: a model that would take forever
 
     async def hang_up_while_transcribing(fake: FakeAsterisk, args: list[str]) -> Reply:
-        reply = fake.record(args, tone16k(1.0)[::2])
+        reply = fake.record(args, sine(16000, 440, 1.0, amplitude=8000)[::2])
         fake.send(*reply)
         await stt.started.wait()
         fake.dead = True

@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
+from tests.helpers import sine
 from voice_agent.audio.g711 import (
     ALAW_DECODE,
     ULAW_DECODE,
@@ -185,11 +186,6 @@ def tones(rate: int, seconds: float = 1.0) -> np.ndarray:
     return np.concatenate([steady, sweep]).astype(np.int16)
 
 
-def tone(rate: int, freq: float, seconds: float = 1.0, amplitude: float = 10000) -> np.ndarray:
-    t = np.arange(int(rate * seconds)) / rate
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-
-
 def in_frames(resampler: Resampler, signal: np.ndarray, size: int) -> list[np.ndarray]:
     return [resampler.process(signal[i : i + size]) for i in range(0, len(signal), size)]
 
@@ -262,28 +258,28 @@ def test_added_delay_is_a_few_milliseconds(in_rate: int, out_rate: int) -> None:
 
 def test_16k_to_8k_rejects_a_6khz_tone_by_40db() -> None:
     resampler = Resampler(16000, 8000)
-    output = np.concatenate(in_frames(resampler, tone(16000, 6000), 320))
-    assert 20 * np.log10(rms(output[800:]) / rms(tone(16000, 6000))) <= -40
+    output = np.concatenate(in_frames(resampler, sine(16000, 6000), 320))
+    assert 20 * np.log10(rms(output[800:]) / rms(sine(16000, 6000))) <= -40
 
 
 def test_24k_tts_to_16k_rejects_a_10khz_tone_by_40db() -> None:
     resampler = Resampler(24000, 16000)
-    output = np.concatenate(in_frames(resampler, tone(24000, 10000), 480))
-    assert 20 * np.log10(rms(output[1600:]) / rms(tone(24000, 10000))) <= -40
+    output = np.concatenate(in_frames(resampler, sine(24000, 10000), 480))
+    assert 20 * np.log10(rms(output[1600:]) / rms(sine(24000, 10000))) <= -40
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), RATE_PAIRS)
 def test_passband_tone_keeps_its_frequency_and_level(in_rate: int, out_rate: int) -> None:
     resampler = Resampler(in_rate, out_rate)
-    output = np.concatenate(in_frames(resampler, tone(in_rate, 1000), in_rate // 50))
+    output = np.concatenate(in_frames(resampler, sine(in_rate, 1000), in_rate // 50))
     steady = output[out_rate // 10 :]
     assert peak_hz(steady, out_rate) == pytest.approx(1000, abs=2)
-    assert 20 * np.log10(rms(steady) / rms(tone(in_rate, 1000))) == pytest.approx(0, abs=0.1)
+    assert 20 * np.log10(rms(steady) / rms(sine(in_rate, 1000))) == pytest.approx(0, abs=0.1)
 
 
 def test_8k_to_16k_keeps_the_peak_and_suppresses_the_image() -> None:
     resampler = Resampler(8000, 16000)
-    output = np.concatenate(in_frames(resampler, tone(8000, 1000), 160))[1600:]
+    output = np.concatenate(in_frames(resampler, sine(8000, 1000), 160))[1600:]
     assert peak_hz(output, 16000) == pytest.approx(1000, abs=2)
     spectrum = np.abs(np.fft.rfft(output * np.hanning(len(output))))
     freqs = np.fft.rfftfreq(len(output), 1 / 16000)
@@ -306,7 +302,7 @@ def test_flush_releases_the_tail_and_resets() -> None:
 
 def test_reset_drops_history() -> None:
     resampler = Resampler(8000, 16000)
-    resampler.process(tone(8000, 300, seconds=0.05))
+    resampler.process(sine(8000, 300, seconds=0.05))
     resampler.reset()
     assert np.array_equal(
         resampler.process(tones(8000)), Resampler(8000, 16000).process(tones(8000))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
+from tests.helpers import tone_at
 from voice_agent.audio.levels import SILENCE_DBFS, level_dbfs
 from voice_agent.conversation.barge_in import BargeIn, BargeInConfig, BargeInDetector
 
@@ -14,25 +13,19 @@ FRAME = 0.02
 SPEECH = 0.9  # a probability the VAD gives speech (or speech-like noise)
 
 
-def tone(level: float, samples: int = 320) -> np.ndarray:
-    """A 300 Hz sine whose RMS level is ``level`` dBFS."""
-    amplitude = 32768 * 10 ** (level / 20) * math.sqrt(2)
-    return (amplitude * np.sin(2 * np.pi * 300 * np.arange(samples) / 16000)).astype(np.int16)
-
-
 def feed(detector: BargeInDetector, frames: list[tuple[float, float]],
          agent: float | None = None, start: int = 0) -> list[BargeIn]:
     """Events from (level dBFS, probability) frames stamped start, start + 1, ... × 20 ms."""
     events = []
     for index, (level, probability) in enumerate(frames, start):
-        event = detector.process(tone(level), probability, agent, index * FRAME)
+        event = detector.process(tone_at(level), probability, agent, index * FRAME)
         if event is not None:
             events.append(event)
     return events
 
 
 def test_level_dbfs() -> None:
-    assert level_dbfs(tone(-20)) == pytest.approx(-20, abs=0.1)
+    assert level_dbfs(tone_at(-20)) == pytest.approx(-20, abs=0.1)
     assert level_dbfs(np.zeros(320, np.int16)) == SILENCE_DBFS
     assert level_dbfs(np.zeros(0, np.int16)) == SILENCE_DBFS
 
@@ -74,9 +67,9 @@ def test_caller_as_loud_as_the_agent_interrupts() -> None:
 
 def test_echo_margin_is_the_configured_return_loss() -> None:
     detector = BargeInDetector(BargeInConfig(echo_return_loss_db=12))
-    assert detector.counts(tone(-26.5), SPEECH, -15.0)
-    assert not detector.counts(tone(-27.5), SPEECH, -15.0)
-    assert not detector.counts(tone(-10.0), 0.3, -15.0)  # loud but not speech
+    assert detector.counts(tone_at(-26.5), SPEECH, -15.0)
+    assert not detector.counts(tone_at(-27.5), SPEECH, -15.0)
+    assert not detector.counts(tone_at(-10.0), 0.3, -15.0)  # loud but not speech
 
 
 def test_reset_forgets_a_run_in_progress() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.unit.test_rtp_transport import _server, batch_decoded
+from tests.fakes import batch_decoded, rtp_server
 from voice_agent.audio.batch_codec import BatchResampler, decode_rows, encode_rows
 from voice_agent.audio.g711 import (
     alaw_decode,
@@ -89,7 +89,7 @@ def test_row_codecs_match_the_per_frame_codecs(fmt, decode, encode) -> None:  # 
 
 
 async def test_a_batch_of_packets_from_many_calls_decodes_like_per_call_codecs() -> None:
-    server, _ = _server()
+    server, _ = rtp_server()
     remotes = [("127.0.0.1", 15000 + i) for i in range(4)]
     calls = [server.attach(remote, "ulaw") for remote in remotes]
     payloads = [[ulaw_encode(_noise(160)) for _ in range(3)] for _ in remotes]
@@ -111,7 +111,7 @@ async def test_a_batch_of_packets_from_many_calls_decodes_like_per_call_codecs()
 
 
 async def test_written_frames_encode_like_per_call_codecs_and_closed_calls_are_skipped() -> None:
-    server, capture = _server()
+    server, capture = rtp_server()
     a = server.attach(("127.0.0.1", 15000), "alaw")
     b = server.attach(("127.0.0.1", 15001), "ulaw")
     audio = _noise(640)
@@ -129,7 +129,7 @@ async def test_written_frames_encode_like_per_call_codecs_and_closed_calls_are_s
 
 
 async def test_hang_up_delivers_the_frames_still_in_the_batch() -> None:
-    server, _ = _server()
+    server, _ = rtp_server()
     call = server.attach(("127.0.0.1", 15000), "ulaw")
     server.datagram_received(build_rtp(payload_type=0, sequence=1, timestamp=0, ssrc=1,
                                        payload=b"\x00" * 160), call.remote)

@@ -1,14 +1,18 @@
-"""The conversation agent's state machine and barge-in, on a fake line in real time.
+"""The conversation agent's state machine and barge-in, on a fake line in virtual time.
 
 The line plays queued frames at 20 ms each like a transport; the caller is a
 scripted stream of frames (tones are "speech" to an energy VAD); STT and TTS
-are fakes, the dialog engine is the real TechStore one.
+are fakes, the dialog engine is the real TechStore one. The call is a plain
+:class:`FakeCall` (the calls protocol), not an ARI session.
+
+Time is the event loop's, and looptime fast-forwards it whenever every task
+waits, so seconds of conversation run in milliseconds; the agent takes the
+same clock (``clock=loop.time``), so its timestamps are virtual too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,11 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.unit.test_barge_in import tone
-from voice_agent.ari.call_session import CallSession
+from tests.helpers import tone_at as tone
 from voice_agent.audio.frames import FRAME_SECONDS
 from voice_agent.audio.levels import level_dbfs
-from voice_agent.calls.record import CallState
+from voice_agent.calls.record import CallRecord, CallState
 from voice_agent.conversation.agent import ConversationAgent
 from voice_agent.media.call_audio import CallAudio
 from voice_agent.providers.stt import Transcript
@@ -30,6 +33,30 @@ from voice_agent.tenants.data import open_db
 
 S = CallState
 AGENT_DBFS = -20.0
+pytestmark = pytest.mark.looptime
+
+
+class FakeCall:
+    """The :class:`~voice_agent.calls.protocol.Call` an agent needs, and nothing of ARI."""
+
+    def __init__(self, tenant: str, caller: str, audio: CallAudio) -> None:
+        self.record = CallRecord(session_id="s1", channel_id="c1", channel_name="Test/c1",
+                                 caller=caller, tenant=tenant)
+        self.audio: CallAudio | None = audio
+        self.dtmf: asyncio.Queue[str] = asyncio.Queue()
+        self.transfer_to: tuple[str, str] | None = None
+        self.transition(S.STARTING)
+
+    @property
+    def state(self) -> CallState:
+        return self.record.transitions[-1][1]
+
+    def transition(self, state: CallState) -> None:
+        if not self.record.transitions or self.state is not state:
+            self.record.transitions.append((asyncio.get_running_loop().time(), state))
+
+    def on_dtmf(self, digit: str) -> None:
+        self.dtmf.put_nowait(digit)
 
 
 class Line(CallAudio):
@@ -59,11 +86,11 @@ class Line(CallAudio):
         return dropped
 
     async def say(self, seconds: float, level: float, then_silence: float = 0.0) -> None:
-        """The caller's side: a tone at ``level`` dBFS, then silence, in real time."""
+        """The caller's side: a tone at ``level`` dBFS, then silence, paced at 20 ms."""
         frames = [tone(level)] * round(seconds / FRAME_SECONDS)
         frames += [np.zeros(320, np.int16)] * round(then_silence / FRAME_SECONDS)
         for frame in frames:
-            self._deliver(frame, time.monotonic())
+            self._deliver(frame, asyncio.get_running_loop().time())
             await asyncio.sleep(FRAME_SECONDS)
 
 
@@ -108,7 +135,7 @@ class ToneTts:
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll every 10 ms: the agent's progress is real time, not event-loop turns."""
+    """Poll every 10 ms (of loop time): the agent's progress is time, not event-loop turns."""
     for _ in range(round(timeout / 0.01)):
         if condition():
             return
@@ -123,15 +150,14 @@ async def call(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     tasks: list[asyncio.Task[Any]] = []
 
     async def start(*transcripts: str, seconds_per_char: float = 0.01
-                    ) -> tuple[CallSession, Line]:
+                    ) -> tuple[FakeCall, Line]:
         tenants = TenantRegistry.load()
         stt = ScriptedStt(*transcripts)
         agent = ConversationAgent(tenants, open_db(tmp_path / "tenants.sqlite3"),
-                                  stt, ToneTts(seconds_per_char), vad=EnergyVad)
-        session = CallSession(channel={"id": "c1", "caller": {"number": "555"}},
-                              tenant=tenants.resolve(["techstore"]), ari=None,  # type: ignore[arg-type]
-                              playbacks=None, max_seconds=60)  # type: ignore[arg-type]
-        session.audio = line = Line()
+                                  stt, ToneTts(seconds_per_char), vad=EnergyVad,
+                                  clock=asyncio.get_running_loop().time)
+        line = Line()
+        session = FakeCall("techstore", "555", line)
         line.stt = stt  # type: ignore[attr-defined]
         session.transition(S.GREETING)  # what the session does before it hands over
         tasks.extend([line.player, asyncio.create_task(agent(session))])
@@ -181,7 +207,7 @@ async def test_caller_barges_in_and_the_interruption_is_answered(
     assert session.state is S.SPEAKING and not record.barge_ins
     assert len(record.turns) == 1  # the echo was not taken for an utterance either
 
-    spoke = time.monotonic()
+    spoke = asyncio.get_running_loop().time()
     await line.say(0.4, -20.0)  # the caller talks over the agent
     assert record.states[-1] is S.LISTENING
     await line.say(0.0, -20.0, then_silence=0.6)

@@ -5,24 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import date, time
-from pathlib import Path
 
 import pytest
 
-from voice_agent.dialog.engine import (
-    DialogEngine,
-    DialogReply,
-    DialogState,
-    digit_run,
-    normalize,
-    parse_date,
-    parse_time,
-    redact,
-    say_date,
-    say_time,
-)
+from voice_agent.dialog.dates import parse_date, parse_time
+from voice_agent.dialog.engine import DialogEngine
+from voice_agent.dialog.redact import redact
+from voice_agent.dialog.state import DialogReply, DialogState
+from voice_agent.dialog.text import digit_run, normalize, say_date, say_time
 from voice_agent.tenants import Tenant, TenantRegistry
-from voice_agent.tenants.data import SEED_CALLER, TenantDB, open_db
+from voice_agent.tenants.data import SEED_CALLER, TenantDB
 
 TODAY = date(2026, 12, 1)  # a Tuesday
 CALLER = "+15551234567"
@@ -139,16 +131,6 @@ def test_redact_keeps_order_numbers_and_plain_text() -> None:
 
 
 # --- engine fixtures -------------------------------------------------------------
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> TenantDB:
-    return open_db(tmp_path / "tenants.sqlite3")
-
-
-@pytest.fixture
-def registry() -> TenantRegistry:
-    return TenantRegistry.load()
 
 
 class Call:

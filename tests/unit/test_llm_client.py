@@ -1,6 +1,6 @@
 """OpenAI-compatible streaming chat: the wire decoder, the HTTP client, the fallback chain.
 
-The client talks to :class:`ScriptedLlmServer`, a real loopback HTTP/1.1 server
+The client talks to :class:`tests.fakes.ScriptedLlmServer`, a real loopback HTTP/1.1 server
 that plays scripted SSE replies: real sockets, so httpx's own parsing and
 connection errors are what the client meets, including a server that dies
 mid-stream. Timeouts are only ever provoked by a server that never answers, so
@@ -9,16 +9,21 @@ no test depends on how fast this machine is.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from http import HTTPStatus
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from tests.fakes import (
+    Reply,
+    ScriptedLlmServer,
+    finish_chunk,
+    role_chunk,
+    text_chunk,
+    tool_chunk,
+)
+from tests.helpers import closed_port_url
 from voice_agent.providers.errors import (
     ProviderConnectionError,
     ProviderHttpError,
@@ -50,157 +55,9 @@ LOOKUP_ORDER = ToolSpec(
     {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
 )
 
-
-# ---------------------------------------------------------------------------
-# Chunks as servers send them
-# ---------------------------------------------------------------------------
-
-
-def role_chunk() -> dict[str, Any]:
-    """What many servers send first: the role, no token yet."""
-    return {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-
-
-def text_chunk(text: str) -> dict[str, Any]:
-    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
-
-
-def finish_chunk(reason: str) -> dict[str, Any]:
-    return {"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}
-
-
-def tool_chunk(index: int, arguments: str, *, id: str | None = None,
-               name: str | None = None) -> dict[str, Any]:
-    fragment: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
-    if id is not None:
-        fragment |= {"id": id, "type": "function"}
-    if name is not None:
-        fragment["function"]["name"] = name
-    return {"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}}]}
-
-
 USAGE_CHUNK = {"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 5}}
 REPLY = ["Your order ", "shipped ", "yesterday."]
 REPLY_EVENTS = [role_chunk(), *map(text_chunk, REPLY), finish_chunk("stop"), USAGE_CHUNK]
-
-
-# ---------------------------------------------------------------------------
-# The scripted server
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    """One scripted HTTP response.
-
-    ``body`` set: a plain response with that body. Otherwise SSE: each event is
-    written and flushed on its own, then ``data: [DONE]`` unless ``complete``
-    is False, in which case the connection is just closed (a server that
-    died). ``chunked=False`` delimits the body by closing the connection, so a
-    dead server looks like a clean end of stream. ``hang`` stops after the
-    events and sends nothing more until the test ends.
-    """
-
-    status: int = 200
-    events: Sequence[dict[str, Any] | str] = ()
-    complete: bool = True
-    chunked: bool = True
-    hang: bool = False
-    body: bytes | None = None
-    content_type: str = "text/event-stream"
-
-
-@dataclass
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class ScriptedLlmServer:
-    """A loopback HTTP/1.1 server answering each request with the next :class:`Reply`.
-
-    A test double of the *server* only; every response closes its connection,
-    which keeps the HTTP side minimal.
-    """
-
-    replies: list[Reply] = field(default_factory=list)
-    requests: list[Recorded] = field(default_factory=list)
-
-    async def start(self) -> None:
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._release = asyncio.Event()
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
-
-    async def close(self) -> None:
-        self._release.set()
-        self._server.close()
-        await asyncio.gather(*self._handlers)
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            headers = {
-                name.strip().lower(): value.strip()
-                for name, _, value in (line.partition(":") for line in head[1:] if line)
-            }
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.requests.append(Recorded(head[0].split()[1], headers, json.loads(body)))
-            await self._send(self.replies.pop(0), writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client gave up first, as some tests intend
-        finally:
-            writer.close()
-
-    async def _send(self, reply: Reply, writer: asyncio.StreamWriter) -> None:
-        head = [
-            f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
-            f"Content-Type: {reply.content_type}",
-            "Connection: close",
-        ]
-        if reply.body is not None:
-            head.append(f"Content-Length: {len(reply.body)}")
-            writer.write("\r\n".join(head).encode() + b"\r\n\r\n" + reply.body)
-            await writer.drain()
-            return
-        if reply.chunked:
-            head.append("Transfer-Encoding: chunked")
-        writer.write("\r\n".join(head).encode() + b"\r\n\r\n")
-        events = [e if isinstance(e, str) else json.dumps(e) for e in reply.events]
-        for event in events + (["[DONE]"] if reply.complete and not reply.hang else []):
-            data = f"data: {event}\n\n".encode()
-            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n" if reply.chunked else data)
-            await writer.drain()
-        if reply.hang:
-            await self._release.wait()
-        elif reply.complete and reply.chunked:
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[ScriptedLlmServer]:
-    scripted = ScriptedLlmServer()
-    await scripted.start()
-    yield scripted
-    await scripted.close()
-
-
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 def client(base_url: str, **options: Any) -> OpenAiChat:
@@ -293,19 +150,20 @@ def test_decoder_reports_an_error_sent_inside_the_stream() -> None:
 # ---------------------------------------------------------------------------
 
 
-async def test_streams_text_and_sends_an_openai_request(server: ScriptedLlmServer) -> None:
-    server.replies = [Reply(events=REPLY_EVENTS)]
-    async with client(server.base_url, api_key="sk-test", temperature=0.3, max_tokens=200) as llm:
+async def test_streams_text_and_sends_an_openai_request(llm_server: ScriptedLlmServer) -> None:
+    llm_server.replies = [Reply(events=REPLY_EVENTS)]
+    async with client(llm_server.base_url, api_key="sk-test", temperature=0.3,
+                      max_tokens=200) as llm:
         items = await collect(llm, [LOOKUP_ORDER])
     assert items[:-1] == [TextDelta(text) for text in REPLY]
     end = items[-1]
     assert isinstance(end, StreamEnd)
     assert end.finish_reason == "stop"
     assert end.usage == Usage(prompt_tokens=21, completion_tokens=5)
-    assert end.model == llm.name == f"test-model@{server.base_url}"
+    assert end.model == llm.name == f"test-model@{llm_server.base_url}"
     assert end.time_to_first_token is not None and end.time_to_first_token >= 0
 
-    [request] = server.requests
+    [request] = llm_server.requests
     assert request.path == "/v1/chat/completions"
     assert request.headers["authorization"] == "Bearer sk-test"
     assert request.body == {
@@ -326,28 +184,28 @@ async def test_streams_text_and_sends_an_openai_request(server: ScriptedLlmServe
     }
 
 
-async def test_sends_no_tools_or_authorization_unless_given(server: ScriptedLlmServer) -> None:
-    server.replies = [Reply(events=REPLY_EVENTS)]
-    async with client(server.base_url) as llm:
+async def test_sends_no_tools_or_authorization_unless_given(llm_server: ScriptedLlmServer) -> None:
+    llm_server.replies = [Reply(events=REPLY_EVENTS)]
+    async with client(llm_server.base_url) as llm:
         await collect(llm)
-    [request] = server.requests
+    [request] = llm_server.requests
     assert "authorization" not in request.headers
     assert set(request.body) == {"model", "messages", "stream", "stream_options"}
 
 
-async def test_extra_body_carries_server_specific_options(server: ScriptedLlmServer) -> None:
-    server.replies = [Reply(events=REPLY_EVENTS)]
-    async with client(server.base_url, extra_body={"grammar": "root ::= \"hi\""}) as llm:
+async def test_extra_body_carries_server_specific_options(llm_server: ScriptedLlmServer) -> None:
+    llm_server.replies = [Reply(events=REPLY_EVENTS)]
+    async with client(llm_server.base_url, extra_body={"grammar": "root ::= \"hi\""}) as llm:
         await collect(llm)
-    [request] = server.requests
+    [request] = llm_server.requests
     assert request.body["grammar"] == 'root ::= "hi"'
     assert request.body["stream"] is True
 
 
 async def test_tool_call_split_across_chunks_is_yielded_complete(
-    server: ScriptedLlmServer,
+    llm_server: ScriptedLlmServer,
 ) -> None:
-    server.replies = [Reply(events=[
+    llm_server.replies = [Reply(events=[
         role_chunk(),
         tool_chunk(0, "", id="call_1", name="lookup_order"),
         tool_chunk(0, '{"order_id": '),
@@ -355,7 +213,7 @@ async def test_tool_call_split_across_chunks_is_yielded_complete(
         tool_chunk(0, '7"}'),
         finish_chunk("tool_calls"),
     ])]
-    async with client(server.base_url) as llm:
+    async with client(llm_server.base_url) as llm:
         items = await collect(llm, [LOOKUP_ORDER])
     assert items[0] == ToolCall("call_1", "lookup_order", {"order_id": "A-17"})
     assert isinstance(items[1], StreamEnd) and items[1].finish_reason == "tool_calls"
@@ -363,84 +221,84 @@ async def test_tool_call_split_across_chunks_is_yielded_complete(
     assert len(items) == 2
 
 
-async def test_http_500_once_is_retried(server: ScriptedLlmServer) -> None:
-    server.replies = [Reply(status=500, body=b"model is loading"), Reply(events=REPLY_EVENTS)]
-    async with client(server.base_url, max_retries=1) as llm:
+async def test_http_500_once_is_retried(llm_server: ScriptedLlmServer) -> None:
+    llm_server.replies = [Reply(status=500, body=b"model is loading"), Reply(events=REPLY_EVENTS)]
+    async with client(llm_server.base_url, max_retries=1) as llm:
         items = await collect(llm)
     assert "".join(i.text for i in items if isinstance(i, TextDelta)) == "".join(REPLY)
-    assert len(server.requests) == 2
+    assert len(llm_server.requests) == 2
 
 
-async def test_http_500_every_time_is_an_http_error(server: ScriptedLlmServer) -> None:
-    server.replies = [Reply(status=503, body=b"overloaded")] * 2
-    async with client(server.base_url, max_retries=1) as llm:
+async def test_http_500_every_time_is_an_http_error(llm_server: ScriptedLlmServer) -> None:
+    llm_server.replies = [Reply(status=503, body=b"overloaded")] * 2
+    async with client(llm_server.base_url, max_retries=1) as llm:
         with pytest.raises(ProviderHttpError) as raised:
             await collect(llm)
     assert (raised.value.status, raised.value.body) == (503, "overloaded")
-    assert server.base_url in str(raised.value)
-    assert len(server.requests) == 2
+    assert llm_server.base_url in str(raised.value)
+    assert len(llm_server.requests) == 2
 
 
-async def test_http_400_is_not_retried(server: ScriptedLlmServer) -> None:
-    server.replies = [Reply(status=404, body=b'{"error": "model not found"}')]
-    async with client(server.base_url, max_retries=3) as llm:
+async def test_http_400_is_not_retried(llm_server: ScriptedLlmServer) -> None:
+    llm_server.replies = [Reply(status=404, body=b'{"error": "model not found"}')]
+    async with client(llm_server.base_url, max_retries=3) as llm:
         with pytest.raises(ProviderHttpError, match="HTTP 404.*model not found"):
             await collect(llm)
-    assert len(server.requests) == 1
+    assert len(llm_server.requests) == 1
 
 
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "close-delimited"])
 async def test_stream_cut_after_output_is_a_stream_error_and_not_retried(
-    server: ScriptedLlmServer, chunked: bool,
+    llm_server: ScriptedLlmServer, chunked: bool,
 ) -> None:
-    server.replies = [
+    llm_server.replies = [
         Reply(events=[role_chunk(), text_chunk("Your order "), text_chunk("shi")],
               complete=False, chunked=chunked),
         Reply(events=REPLY_EVENTS),
     ]
-    async with client(server.base_url, max_retries=2) as llm:
+    async with client(llm_server.base_url, max_retries=2) as llm:
         items, error = await collect_until_error(llm)
     assert items == [TextDelta("Your order "), TextDelta("shi")]
     assert isinstance(error, ProviderStreamError)
     assert "14 characters" in str(error)
-    assert len(server.requests) == 1
+    assert len(llm_server.requests) == 1
 
 
-async def test_stream_cut_before_output_is_retried(server: ScriptedLlmServer) -> None:
-    server.replies = [Reply(events=[role_chunk()], complete=False), Reply(events=REPLY_EVENTS)]
-    async with client(server.base_url, max_retries=1) as llm:
+async def test_stream_cut_before_output_is_retried(llm_server: ScriptedLlmServer) -> None:
+    llm_server.replies = [Reply(events=[role_chunk()], complete=False), Reply(events=REPLY_EVENTS)]
+    async with client(llm_server.base_url, max_retries=1) as llm:
         items = await collect(llm)
     assert items[0] == TextDelta(REPLY[0])
-    assert len(server.requests) == 2
+    assert len(llm_server.requests) == 2
 
 
 async def test_finish_reason_then_close_without_done_is_complete(
-    server: ScriptedLlmServer,
+    llm_server: ScriptedLlmServer,
 ) -> None:
-    server.replies = [Reply(events=[text_chunk("Bye."), finish_chunk("stop")],
+    llm_server.replies = [Reply(events=[text_chunk("Bye."), finish_chunk("stop")],
                             complete=False, chunked=False)]
-    async with client(server.base_url) as llm:
+    async with client(llm_server.base_url) as llm:
         items = await collect(llm)
     assert items[0] == TextDelta("Bye.")
     assert isinstance(items[1], StreamEnd) and items[1].finish_reason == "stop"
 
 
 async def test_malformed_chunk_is_a_response_error_and_not_retried(
-    server: ScriptedLlmServer,
+    llm_server: ScriptedLlmServer,
 ) -> None:
-    server.replies = [Reply(events=[text_chunk("Hi"), '{"choices": [{"delta": {"cont'])]
-    async with client(server.base_url, max_retries=2) as llm:
+    llm_server.replies = [Reply(events=[text_chunk("Hi"), '{"choices": [{"delta": {"cont'])]
+    async with client(llm_server.base_url, max_retries=2) as llm:
         items, error = await collect_until_error(llm)
     assert items == [TextDelta("Hi")]
     assert isinstance(error, ProviderResponseError) and "unparseable" in str(error)
-    assert len(server.requests) == 1
+    assert len(llm_server.requests) == 1
 
 
 async def test_a_reply_that_is_not_an_event_stream_is_a_response_error(
-    server: ScriptedLlmServer,
+    llm_server: ScriptedLlmServer,
 ) -> None:
-    server.replies = [Reply(body=b'{"choices": []}', content_type="application/json")]
-    async with client(server.base_url) as llm:
+    llm_server.replies = [Reply(body=b'{"choices": []}', content_type="application/json")]
+    async with client(llm_server.base_url) as llm:
         with pytest.raises(ProviderResponseError, match="json.*not a text/event-stream"):
             await collect(llm)
 
@@ -452,39 +310,39 @@ async def test_connection_refused_is_a_connection_error_naming_the_url() -> None
             await collect(llm)
 
 
-async def test_no_first_token_in_time_is_retried(server: ScriptedLlmServer) -> None:
-    server.replies = [Reply(events=[role_chunk()], hang=True), Reply(events=REPLY_EVENTS)]
-    async with client(server.base_url, first_token_timeout=0.5, max_retries=1) as llm:
+async def test_no_first_token_in_time_is_retried(llm_server: ScriptedLlmServer) -> None:
+    llm_server.replies = [Reply(events=[role_chunk()], hang=True), Reply(events=REPLY_EVENTS)]
+    async with client(llm_server.base_url, first_token_timeout=0.5, max_retries=1) as llm:
         items = await collect(llm)
     assert items[0] == TextDelta(REPLY[0])
-    assert len(server.requests) == 2
+    assert len(llm_server.requests) == 2
 
 
 async def test_stream_stalled_after_output_is_a_timeout_and_not_retried(
-    server: ScriptedLlmServer,
+    llm_server: ScriptedLlmServer,
 ) -> None:
-    server.replies = [Reply(events=[text_chunk("Let me check")], hang=True)]
-    async with client(server.base_url, idle_timeout=0.1, max_retries=2) as llm:
+    llm_server.replies = [Reply(events=[text_chunk("Let me check")], hang=True)]
+    async with client(llm_server.base_url, idle_timeout=0.1, max_retries=2) as llm:
         items, error = await collect_until_error(llm)
     assert items == [TextDelta("Let me check")]
     assert isinstance(error, ProviderTimeoutError)
     assert "stalled" in str(error) and "12 characters" in str(error)
-    assert len(server.requests) == 1
+    assert len(llm_server.requests) == 1
 
 
 async def test_closing_a_stream_mid_reply_leaves_the_client_usable(
-    server: ScriptedLlmServer,
+    llm_server: ScriptedLlmServer,
 ) -> None:
     """Barge-in: the consumer stops reading and closes the stream; the next turn works."""
-    server.replies = [Reply(events=[text_chunk("Let me check")], hang=True),
+    llm_server.replies = [Reply(events=[text_chunk("Let me check")], hang=True),
                       Reply(events=REPLY_EVENTS)]
-    async with client(server.base_url) as llm:
+    async with client(llm_server.base_url) as llm:
         interrupted = llm.stream(MESSAGES)
         assert await anext(interrupted) == TextDelta("Let me check")
         await interrupted.aclose()
         items = await collect(llm)
     assert items[0] == TextDelta(REPLY[0])
-    assert len(server.requests) == 2
+    assert len(llm_server.requests) == 2
 
 
 # ---------------------------------------------------------------------------
@@ -493,12 +351,12 @@ async def test_closing_a_stream_mid_reply_leaves_the_client_usable(
 
 
 async def test_fallback_serves_from_the_second_model_when_the_first_is_down(
-    server: ScriptedLlmServer, caplog: pytest.LogCaptureFixture,
+    llm_server: ScriptedLlmServer, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server.replies = [Reply(events=REPLY_EVENTS)]
+    llm_server.replies = [Reply(events=REPLY_EVENTS)]
     caplog.set_level("INFO", logger="voice_agent.providers.llm")
     async with client(closed_port_url(), max_retries=0) as down, \
-            client(server.base_url) as up:
+            client(llm_server.base_url) as up:
         chain = FallbackChain([down, up])
         items = await collect(chain)
     assert items[:-1] == [TextDelta(text) for text in REPLY]
@@ -509,16 +367,16 @@ async def test_fallback_serves_from_the_second_model_when_the_first_is_down(
     assert f"served by {up.name}" in caplog.text
 
 
-async def test_fallback_reraises_a_failure_after_output(server: ScriptedLlmServer) -> None:
-    server.replies = [
+async def test_fallback_reraises_a_failure_after_output(llm_server: ScriptedLlmServer) -> None:
+    llm_server.replies = [
         Reply(events=[text_chunk("Your order ")], complete=False),
         Reply(events=REPLY_EVENTS),  # would be the second model's reply: must not be asked
     ]
-    async with client(server.base_url) as first, client(server.base_url) as second:
+    async with client(llm_server.base_url) as first, client(llm_server.base_url) as second:
         items, error = await collect_until_error(FallbackChain([first, second]))
     assert items == [TextDelta("Your order ")]
     assert isinstance(error, ProviderStreamError)
-    assert len(server.requests) == 1
+    assert len(llm_server.requests) == 1
 
 
 async def test_fallback_raises_the_last_error_when_every_model_fails() -> None:

@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 
-import pytest
-
-from tests.unit import test_llm_client
-from tests.unit.test_llm_client import (
+from tests.fakes import (
     Reply,
     ScriptedLlmServer,
-    closed_port_url,
     finish_chunk,
     role_chunk,
     text_chunk,
     tool_chunk,
 )
-from voice_agent.dialog.engine import DialogEngine, DialogState, Turn
+from tests.helpers import closed_port_url
+from voice_agent.dialog.engine import DialogEngine
 from voice_agent.dialog.llm_dialog import APOLOGY, LlmDialog
+from voice_agent.dialog.state import DialogState, Turn
 from voice_agent.providers.llm import OpenAiChat
 from voice_agent.tenants import TenantRegistry
-from voice_agent.tenants.data import TenantDB, open_db
+from voice_agent.tenants.data import TenantDB
 
 TODAY = date(2026, 11, 29)
-server = test_llm_client.server  # the scripted OpenAI-compatible server fixture
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> TenantDB:
-    return open_db(tmp_path / "tenants.sqlite3")
 
 
 def dialog(db: TenantDB, url: str, tenant: str = "techstore") -> LlmDialog:
@@ -48,16 +39,16 @@ def text_reply(*texts: str) -> Reply:
 
 
 async def test_text_streams_as_speakable_pieces_and_lands_in_the_history(
-    db: TenantDB, server: ScriptedLlmServer,
+    db: TenantDB, llm_server: ScriptedLlmServer,
 ) -> None:
-    server.replies = [text_reply("Sure, let me ", "check that for you. ", "One moment.")]
-    d, state = dialog(db, server.base_url), DialogState(caller_id="+1555")
+    llm_server.replies = [text_reply("Sure, let me ", "check that for you. ", "One moment.")]
+    d, state = dialog(db, llm_server.base_url), DialogState(caller_id="+1555")
     state.history = [Turn("agent", "Hi, this is TechStore. I can check an", interrupted=True)]
     assert await pieces(d, state, "where is my order") == [
         "Sure, let me check that for you.", "One moment."]
     assert state.history[-2:] == [Turn("caller", "where is my order"),
                                   Turn("agent", "Sure, let me check that for you. One moment.")]
-    [request] = server.requests
+    [request] = llm_server.requests
     messages = request.body["messages"]
     assert messages[0]["role"] == "system" and "TechStore" in messages[0]["content"]
     assert "interrupted" in messages[1]["content"]  # the model knows it was cut off
@@ -67,16 +58,16 @@ async def test_text_streams_as_speakable_pieces_and_lands_in_the_history(
 
 
 async def test_a_tool_call_runs_the_tenant_tool_and_the_model_answers_from_it(
-    db: TenantDB, server: ScriptedLlmServer,
+    db: TenantDB, llm_server: ScriptedLlmServer,
 ) -> None:
-    server.replies = [
+    llm_server.replies = [
         Reply(events=[role_chunk(), tool_chunk(0, '{"order_number": "12345"}', id="c1",
                                                name="order_status"), finish_chunk("tool_calls")]),
         text_reply("It shipped on Monday."),
     ]
-    d, state = dialog(db, server.base_url), DialogState(caller_id="+1555")
+    d, state = dialog(db, llm_server.base_url), DialogState(caller_id="+1555")
     assert await pieces(d, state, "where is order 12345") == ["It shipped on Monday."]
-    follow_up = server.requests[1].body["messages"]
+    follow_up = llm_server.requests[1].body["messages"]
     assert follow_up[-2]["tool_calls"][0]["function"]["name"] == "order_status"
     result = json.loads(follow_up[-1]["content"])
     assert follow_up[-1]["tool_call_id"] == "c1" and result["status"] == "shipped"
@@ -90,10 +81,10 @@ async def test_a_dead_server_hands_the_turn_to_the_embedded_engine(db: TenantDB)
 
 
 async def test_a_stream_that_breaks_mid_reply_ends_with_an_apology(
-    db: TenantDB, server: ScriptedLlmServer,
+    db: TenantDB, llm_server: ScriptedLlmServer,
 ) -> None:
-    server.replies = [Reply(events=[role_chunk(), text_chunk("Your order is on its way. "),
+    llm_server.replies = [Reply(events=[role_chunk(), text_chunk("Your order is on its way. "),
                                     text_chunk("It should")], complete=False)]
-    d, state = dialog(db, server.base_url), DialogState(caller_id="+1555")
+    d, state = dialog(db, llm_server.base_url), DialogState(caller_id="+1555")
     assert await pieces(d, state, "where is my order") == ["Your order is on its way.", APOLOGY]
     assert state.last_reply.endswith(APOLOGY)

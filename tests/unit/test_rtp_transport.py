@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 
+from tests.fakes import batch_decoded, rtp_server
+from tests.helpers import eventually
 from voice_agent.audio.frames import FRAME_SAMPLES
 from voice_agent.audio.g711 import ulaw_encode
 from voice_agent.dev.sim.signals import dominant_frequency, tone
-from voice_agent.media.media_clock import MediaClock
 from voice_agent.media.rtp import build_rtp, parse_rtp
-from voice_agent.media.rtp_transport import DECODE_WINDOW, RtpMediaServer
 
 ASTERISK = ("127.0.0.1", 14000)
-
-
-class CapturingTransport:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sent.append((data, addr))
-
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 40000) if name == "sockname" else None
-
-    def close(self) -> None:
-        pass
-
-
-def _server() -> tuple[RtpMediaServer, CapturingTransport]:
-    server = RtpMediaServer(MediaClock())
-    transport = CapturingTransport()
-    server.connection_made(transport)  # type: ignore[arg-type]
-    return server, transport
-
-
-async def batch_decoded() -> None:
-    """Until the batch decode scheduled by the datagrams so far has run.
-
-    It is a timer DECODE_WINDOW after the first datagram; a sleep of the same
-    length started later ends after it (asyncio runs timers in deadline order).
-    """
-    await asyncio.sleep(DECODE_WINDOW)
 
 
 def _packet(seq: int, payload: bytes) -> bytes:
@@ -51,7 +19,7 @@ def _packet(seq: int, payload: bytes) -> bytes:
 
 
 async def test_datagrams_reach_their_call_and_strangers_are_counted() -> None:
-    server, _ = _server()
+    server, _ = rtp_server()
     call = server.attach(ASTERISK, "ulaw")
     signal = tone(1000, 0.2, rate=8000)
     for n in range(10):
@@ -70,7 +38,7 @@ async def test_datagrams_reach_their_call_and_strangers_are_counted() -> None:
 
 
 async def test_ipv4_mapped_source_matches() -> None:
-    server, _ = _server()
+    server, _ = rtp_server()
     call = server.attach(ASTERISK, "ulaw")
     server.datagram_received(_packet(1, b"\xff" * 160), ("::ffff:127.0.0.1", 14000, 0, 0))
     await batch_decoded()
@@ -80,7 +48,7 @@ async def test_ipv4_mapped_source_matches() -> None:
 
 
 async def test_malformed_rtp_is_counted_never_raised() -> None:
-    server, _ = _server()
+    server, _ = rtp_server()
     call = server.attach(ASTERISK, "ulaw")
     for junk in (b"", b"\x80", b"\x00" * 40, b"\x80\x00\x00", bytes(range(256))):
         server.datagram_received(junk, ASTERISK)
@@ -93,7 +61,7 @@ async def test_malformed_rtp_is_counted_never_raised() -> None:
 
 
 async def test_outbound_frames_are_paced_as_rtp_to_asterisk() -> None:
-    server, transport = _server()
+    server, transport = rtp_server()
     call = server.attach(ASTERISK, "ulaw")
     call.write(tone(440, 0.1))  # 5 frames at 16 kHz
     assert call.queued_frames == 5
@@ -109,7 +77,7 @@ async def test_outbound_frames_are_paced_as_rtp_to_asterisk() -> None:
 
 
 async def test_flush_drops_what_was_not_sent() -> None:
-    server, transport = _server()
+    server, transport = rtp_server()
     call = server.attach(ASTERISK, "ulaw")
     call.write(tone(440, 1.0))  # 50 frames
     server.tick(0.0)
@@ -122,13 +90,11 @@ async def test_flush_drops_what_was_not_sent() -> None:
 
 
 async def test_clock_drives_registered_calls() -> None:
-    server, transport = _server()
+    server, transport = rtp_server()
     call = server.attach(ASTERISK, "ulaw")
     call.write(tone(440, 0.1))
-    for _ in range(250):  # the shared media clock sends them (bounded wait, not a timing test)
-        if len(transport.sent) == 5:
-            break
-        await asyncio.sleep(0.02)
+    # The shared media clock sends them (a bounded wait, not a timing test).
+    await eventually(lambda: len(transport.sent) == 5, what="5 packets sent", interval=0.02)
     assert len(transport.sent) == 5
     await call.aclose()
     await server.clock.aclose()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import eventually
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import (
     AriConflictError,
@@ -527,11 +528,8 @@ async def test_max_call_length_hangs_up(
     try:
         manager.dispatch(stasis_start("c1"))
         session = manager.sessions["c1"]
-        for _ in range(200):  # at most ~0.2 s; normally a couple of ms
-            if "c1" not in manager.sessions:
-                break
-            await asyncio.sleep(0.001)
-        assert "c1" not in manager.sessions
+        await eventually(lambda: "c1" not in manager.sessions, timeout=1.0, interval=0.001,
+                         what="hang-up at the max call length")  # normally a couple of ms
         assert session.record.end_reason.startswith("max call length")
         assert fake.calls_for("c1")[-1] == "hangup"
         assert fake.bridge_calls("destroy_bridge") == session.record.bridges
@@ -708,10 +706,8 @@ async def test_janitor_runs_while_connected(fake: FakeAri) -> None:
         await asyncio.sleep(0.1)  # ten janitor periods
         assert manager.orphans_removed == 0  # not connected: no checks
         fake.connected.set()
-        for _ in range(500):  # bounded wait for two checks (not a timing assertion)
-            if manager.orphans_removed:
-                break
-            await asyncio.sleep(0.01)
+        # A bounded wait for the janitor's check (not a timing assertion).
+        await eventually(lambda: manager.orphans_removed > 0, interval=0.01, what="orphan removed")
         assert fake.bridge_calls("destroy_bridge")[0] == "voice_agent-bridge-orphan"
     finally:
         await manager.shutdown()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from voice_agent.conversation.spoken_reply import SpokenReply, heard_words
-from voice_agent.dialog.engine import DialogEngine, DialogState, Turn
+from voice_agent.dialog.engine import DialogEngine
+from voice_agent.dialog.state import DialogState, Turn
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import open_db
 

@@ -20,15 +20,14 @@ import email.parser
 import email.policy
 import json
 import os
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
+from tests.fakes import CannedHttpServer, HttpRequest
+from tests.helpers import closed_port_url
 from voice_agent.audio.frames import Pcm16
 from voice_agent.dev.sim import signals
 from voice_agent.dev.sim.wer import word_error_rate
@@ -296,75 +295,7 @@ async def test_stream_passes_on_a_failing_frame_source() -> None:
 # ---------------------------------------------------------------------------
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class CannedHttpServer:
-    """A loopback HTTP server that records requests and sends one canned reply.
-
-    Real sockets, so the client's actual request bytes and httpx's actual
-    connection errors are what the tests see.
-    """
-
-    status: int = 200
-    content_type: str = "application/json"
-    body: bytes = b"{}"
-    delay: float = 0.0
-    requests: list[Recorded] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        canned = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length)
-                canned.requests.append(Recorded("POST", self.path, dict(self.headers), body))
-                threading.Event().wait(canned.delay)
-                self.send_response(canned.status)
-                self.send_header("Content-Type", canned.content_type)
-                self.send_header("Content-Length", str(len(canned.body)))
-                self.end_headers()
-                self.wfile.write(canned.body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def server() -> Iterator[CannedHttpServer]:
-    canned = CannedHttpServer()
-    yield canned
-    canned.close()
-
-
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
-
-
-def multipart_fields(request: Recorded) -> dict[str, bytes]:
+def multipart_fields(request: HttpRequest) -> dict[str, bytes]:
     """Form fields of a multipart/form-data body, parsed by the standard library."""
     head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.body)
@@ -374,14 +305,14 @@ def multipart_fields(request: Recorded) -> dict[str, bytes]:
     }
 
 
-async def test_openai_stt_uploads_wav_and_reads_text(server: CannedHttpServer) -> None:
-    server.body = json.dumps({"text": " Check my order, please. "}).encode()
+async def test_openai_stt_uploads_wav_and_reads_text(http_server: CannedHttpServer) -> None:
+    http_server.body = json.dumps({"text": " Check my order, please. "}).encode()
     pcm = (np.sin(np.arange(16000) / 5) * 8000).astype(np.int16)
-    async with OpenAiStt(server.base_url, "small.en", api_key="sk-test") as stt:
+    async with OpenAiStt(http_server.base_url, "small.en", api_key="sk-test") as stt:
         result = await stt.transcribe(pcm)
     assert result.text == "Check my order, please."
     assert result.duration == pytest.approx(1.0)
-    request = server.requests[0]
+    request = http_server.requests[0]
     assert request.path == "/v1/audio/transcriptions"
     assert request.headers["Authorization"] == "Bearer sk-test"
     fields = multipart_fields(request)
@@ -392,19 +323,21 @@ async def test_openai_stt_uploads_wav_and_reads_text(server: CannedHttpServer) -
     assert np.array_equal(np.frombuffer(wav[44:], "<i2"), pcm)  # 44-byte canonical header
 
 
-async def test_openai_stt_sends_no_authorization_without_a_key(server: CannedHttpServer) -> None:
-    server.body = b'{"text": "hi"}'
-    async with OpenAiStt(server.base_url) as stt:
+async def test_openai_stt_sends_no_authorization_without_a_key(
+    http_server: CannedHttpServer,
+) -> None:
+    http_server.body = b'{"text": "hi"}'
+    async with OpenAiStt(http_server.base_url) as stt:
         await stt.transcribe(np.zeros(1600, np.int16))
-    assert "Authorization" not in server.requests[0].headers
+    assert "Authorization" not in http_server.requests[0].headers
 
 
-async def test_openai_stt_stream_yields_one_final(server: CannedHttpServer) -> None:
-    server.body = b'{"text": "hello"}'
-    async with OpenAiStt(server.base_url) as stt:
+async def test_openai_stt_stream_yields_one_final(http_server: CannedHttpServer) -> None:
+    http_server.body = b'{"text": "hello"}'
+    async with OpenAiStt(http_server.base_url) as stt:
         events = [event async for event in stt.stream(_frames(50))]
     assert [(e.is_final, e.text) for e in events] == [(True, "hello")]
-    assert len(server.requests) == 1
+    assert len(http_server.requests) == 1
 
 
 async def test_openai_stt_connection_refused_is_a_connection_error() -> None:
@@ -414,23 +347,23 @@ async def test_openai_stt_connection_refused_is_a_connection_error() -> None:
             await stt.transcribe(np.zeros(1600, np.int16))
 
 
-async def test_openai_stt_http_500_is_an_http_error(server: CannedHttpServer) -> None:
-    server.status, server.body = 500, b'{"error": "model crashed"}'
-    async with OpenAiStt(server.base_url) as stt:
+async def test_openai_stt_http_500_is_an_http_error(http_server: CannedHttpServer) -> None:
+    http_server.status, http_server.body = 500, b'{"error": "model crashed"}'
+    async with OpenAiStt(http_server.base_url) as stt:
         with pytest.raises(ProviderHttpError, match="HTTP 500: .*model crashed") as caught:
             await stt.transcribe(np.zeros(1600, np.int16))
     assert caught.value.status == 500
 
 
-async def test_openai_stt_slow_server_is_a_timeout(server: CannedHttpServer) -> None:
-    server.delay = 1.0
-    async with OpenAiStt(server.base_url, timeout=0.2) as stt:
+async def test_openai_stt_slow_server_is_a_timeout(http_server: CannedHttpServer) -> None:
+    http_server.delay = 1.0
+    async with OpenAiStt(http_server.base_url, timeout=0.2) as stt:
         with pytest.raises(ProviderTimeoutError, match="did not answer within 0.2 s"):
             await stt.transcribe(np.zeros(1600, np.int16))
 
 
-async def test_openai_stt_reply_without_text_is_an_stt_error(server: CannedHttpServer) -> None:
-    server.body = b'{"result": "hello"}'
-    async with OpenAiStt(server.base_url) as stt:
+async def test_openai_stt_reply_without_text_is_an_stt_error(http_server: CannedHttpServer) -> None:
+    http_server.body = b'{"result": "hello"}'
+    async with OpenAiStt(http_server.base_url) as stt:
         with pytest.raises(ProviderError, match="no JSON 'text' field"):
             await stt.transcribe(np.zeros(1600, np.int16))

@@ -24,11 +24,6 @@ MONDAY = date(2026, 12, 7)
 SUNDAY = date(2026, 12, 6)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> TenantDB:
-    return open_db(tmp_path / "tenants.sqlite3")
-
-
 def _count(db: TenantDB, sql: str, *args: object) -> int:
     with db.transaction() as conn:
         return int(conn.execute(sql, args).fetchone()[0])

@@ -12,11 +12,6 @@ from voice_agent.tenants import Tenant, TenantRegistry, UnknownTenantError
 SHIPPED = ["edulearn", "healthplus", "techstore"]
 
 
-@pytest.fixture
-def registry() -> TenantRegistry:
-    return TenantRegistry.load()
-
-
 def test_shipped_tenants_are_loaded(registry: TenantRegistry) -> None:
     assert registry.names == SHIPPED
 

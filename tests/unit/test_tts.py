@@ -4,7 +4,7 @@ the espeak fallback, the prompt cache, and the OpenAI-compatible client.
 "First audio comes early" is checked by counting model calls completed when the
 first chunk arrives, never by the clock. Intelligibility is checked by
 transcribing Piper's output with Whisper. The HTTP client talks to a real
-loopback server (see ``test_stt.CannedHttpServer``).
+loopback server (``tests.fakes.CannedHttpServer``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.test_stt import CannedHttpServer, closed_port_url
+from tests.fakes import CannedHttpServer
+from tests.helpers import closed_port_url
 from voice_agent.audio.frames import Pcm16
 from voice_agent.audio.wav import WavFormatError, parse_wav, wav_bytes
 from voice_agent.dev.sim import signals
@@ -242,21 +243,14 @@ async def test_prompt_cache_evicts_least_recently_used() -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[CannedHttpServer]:
-    canned = CannedHttpServer()
-    yield canned
-    canned.close()
-
-
-async def test_openai_tts_streams_pcm_resampled_to_16k(server: CannedHttpServer) -> None:
+async def test_openai_tts_streams_pcm_resampled_to_16k(http_server: CannedHttpServer) -> None:
     tone = signals.tone(440.0, 1.0, rate=24000)
-    server.content_type, server.body = "audio/pcm", tone.astype("<i2").tobytes()
-    async with OpenAiTts(server.base_url, "kokoro", "af_heart", api_key="sk-test") as tts:
+    http_server.content_type, http_server.body = "audio/pcm", tone.astype("<i2").tobytes()
+    async with OpenAiTts(http_server.base_url, "kokoro", "af_heart", api_key="sk-test") as tts:
         audio = np.concatenate(await collect(tts.stream("Hello there, everybody.")))
     assert len(audio) == pytest.approx(16000, abs=40)
     assert signals.dominant_frequency(audio, 16000) == pytest.approx(440.0, abs=5.0)
-    request = server.requests[0]
+    request = http_server.requests[0]
     assert request.path == "/v1/audio/speech"
     assert request.headers["Authorization"] == "Bearer sk-test"
     assert json.loads(request.body) == {
@@ -265,13 +259,14 @@ async def test_openai_tts_streams_pcm_resampled_to_16k(server: CannedHttpServer)
     }
 
 
-async def test_openai_tts_reads_the_rate_from_wav(server: CannedHttpServer) -> None:
-    server.content_type = "audio/wav"
-    server.body = wav_bytes(signals.tone(300.0, 0.5, rate=22050), 22050)
-    async with OpenAiTts(server.base_url, response_format="wav") as tts:
+async def test_openai_tts_reads_the_rate_from_wav(http_server: CannedHttpServer) -> None:
+    http_server.content_type = "audio/wav"
+    http_server.body = wav_bytes(signals.tone(300.0, 0.5, rate=22050), 22050)
+    async with OpenAiTts(http_server.base_url, response_format="wav") as tts:
         audio = np.concatenate(await collect(tts.stream(TWO_SENTENCES)))
-    assert len(server.requests) == 2  # one request per piece: the first clause comes early
-    assert json.loads(server.requests[1].body)["input"] == "It will arrive on Thursday afternoon."
+    assert len(http_server.requests) == 2  # one request per piece: the first clause comes early
+    second = json.loads(http_server.requests[1].body)
+    assert second["input"] == "It will arrive on Thursday afternoon."
     assert len(audio) == pytest.approx(16000, abs=40)  # two 0.5 s replies at 16 kHz
     assert signals.dominant_frequency(audio, 16000) == pytest.approx(300.0, abs=5.0)
 
@@ -282,9 +277,9 @@ async def test_openai_tts_connection_refused_is_a_connection_error() -> None:
             await collect(tts.stream("Hello there, everybody."))
 
 
-async def test_openai_tts_http_500_is_an_http_error(server: CannedHttpServer) -> None:
-    server.status, server.body = 500, b"voice not loaded"
-    async with OpenAiTts(server.base_url) as tts:
+async def test_openai_tts_http_500_is_an_http_error(http_server: CannedHttpServer) -> None:
+    http_server.status, http_server.body = 500, b"voice not loaded"
+    async with OpenAiTts(http_server.base_url) as tts:
         with pytest.raises(ProviderHttpError, match="HTTP 500: voice not loaded") as caught:
             await collect(tts.stream("Hello there, everybody."))
     assert caught.value.status == 500

@@ -1,12 +1,12 @@
 """Every RTP call's 8 kHz <-> 16 kHz edge work in one numpy pass per batch.
 
-Why: per call and per 20 ms frame, the stateful :class:`~voice_agent.telephony.
-audio_bridge.Resampler` plus G.711 costs ≈ 40 µs each way, almost all of it
+Why: per call and per 20 ms frame, the stateful :class:`~voice_agent.audio.
+resample.Resampler` plus G.711 costs ≈ 40 µs each way, almost all of it
 numpy call overhead on 160-sample arrays (measured; the filtering itself is
 ≈ 1 µs). At 200 calls that overhead alone is 80 % of a core. Doing the same
 filter for *all* calls' frames of one event-loop turn as one matrix product
-pays the overhead once: ≈ 4-6 µs per frame at 50+ calls (``python -m
-voice_agent.audio.batch_codec`` re-measures).
+pays the overhead once: ≈ 4-6 µs per frame at 50+ calls (``voice-agent bench
+micro batch-codec`` re-measures).
 
 How: the 2:1 and 1:2 polyphase FIRs are the same Kaiser-windowed sinc banks as
 :class:`Resampler` (so the output is the same samples; the unit tests compare

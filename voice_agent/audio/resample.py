@@ -1,18 +1,10 @@
-"""Audio format bridge between the telephony edges and the agent's internal format.
+"""Streaming resampling between the edges' rates and the agent's 16 kHz.
 
-Inside the agent every sample is PCM16 mono at 16 kHz (20 ms = 320 samples). The
-edges are different: Asterisk RTP carries G.711 µ-law/A-law or ``slin`` (PCM16
-big-endian, network order) at 8 kHz, chan_websocket carries ``slin16`` in
-little-endian, and TTS engines produce 22.05 or 24 kHz. This module converts
-between them, per call and per direction, without adding latency.
-
-G.711
-    Decoding is a 256-entry int16 table and encoding a 65536-entry uint8 table
-    indexed by the int16 sample viewed as uint16, so a 20 ms frame costs one numpy
-    gather (~3 µs, mostly call overhead). The tables are built once at import with
-    a vectorised form of the classic 16-bit reference (Sun/Reese ``g711.c``: µ-law
-    with BIAS 0x84 and CLIP 32635, A-law on the 13-bit magnitude); the unit tests
-    check them bit-exactly against a scalar transcription of that reference.
+Asterisk RTP carries 8 kHz, chan_websocket 16 kHz, TTS engines produce 22.05
+or 24 kHz. :class:`Resampler` converts per call and per direction, without
+adding latency (G.711 and byte order are in :mod:`~voice_agent.audio.g711`).
+Hand-written because this is the product's core: no maintained library gives
+a stateful, non-bursty, anti-aliased resampler for 20 ms frames (below).
 
 Resampling: own stateful polyphase FIR, not soxr
     Measured with 20 ms frames, all rows in the same run (absolute µs move with
@@ -44,7 +36,7 @@ Resampling: own stateful polyphase FIR, not soxr
     between calls, so feeding 20 ms frames gives exactly the samples that one call
     on the whole signal gives, and every 20 ms frame yields the same number of
     output samples (320 -> 160, 160 -> 320, 480 -> 320, 441 -> 320).
-    Run ``python -m voice_agent.audio.resample`` to re-measure.
+    Run ``voice-agent bench micro codec`` to re-measure.
 """
 
 from __future__ import annotations

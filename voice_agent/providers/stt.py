@@ -45,7 +45,7 @@ no latency gain: ``compute_type`` int8_float32/float32, ``vad_filter``,
 ``suppress_blank``, ``max_new_tokens``, calling from a worker thread; one CPU
 thread is ~1.6x slower and ``word_timestamps`` doubles the time.
 
-Run ``python -m voice_agent.providers.stt`` to measure latency against utterance length.
+Run ``voice-agent bench micro stt`` to measure latency against utterance length.
 """
 
 from __future__ import annotations

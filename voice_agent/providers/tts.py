@@ -25,7 +25,7 @@ Implementations
 :class:`PromptCache` keeps whole fixed prompts (greetings, apologies) in memory,
 so the most frequent utterances cost no synthesis at all.
 
-Run ``python -m voice_agent.providers.tts`` to measure time to first audio and real-time factor.
+Run ``voice-agent bench micro tts`` to measure time to first audio and real-time factor.
 """
 
 from __future__ import annotations

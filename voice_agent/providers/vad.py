@@ -22,7 +22,7 @@ Times are counted in frames from the last ``reset()``: frame ``i`` covers
 ``[i * 20 ms, (i + 1) * 20 ms)``.
 
 Cost per 20 ms frame, measured on this (shared, 2-core) machine with
-``python -m voice_agent.providers.vad``: Silero ~210-290 µs (one ~340 µs model run
+``voice-agent bench micro vad``: Silero ~210-290 µs (one ~340 µs model run
 on 5 of every 8 frames, i.e. ~1-1.5 % of one core per call; model load ~65 ms,
 once per process), webrtcvad ~6 µs, the endpointer ~1.3 µs.
 """

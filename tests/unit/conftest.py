@@ -1,0 +1,41 @@
+"""Fixtures shared by several unit-test modules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import CannedHttpServer, ScriptedLlmServer
+from voice_agent.tenants import TenantRegistry
+from voice_agent.tenants.data import TenantDB, open_db
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> TenantDB:
+    """A fresh tenant database in ``tmp_path``."""
+    return open_db(tmp_path / "tenants.sqlite3")
+
+
+@pytest.fixture
+def registry() -> TenantRegistry:
+    """The shipped tenants."""
+    return TenantRegistry.load()
+
+
+@pytest.fixture
+def http_server() -> Iterator[CannedHttpServer]:
+    """A :class:`CannedHttpServer` (200, ``{}``) until the test ends."""
+    canned = CannedHttpServer()
+    yield canned
+    canned.close()
+
+
+@pytest.fixture
+async def llm_server() -> AsyncIterator[ScriptedLlmServer]:
+    """A started :class:`ScriptedLlmServer` with no replies scripted yet."""
+    scripted = ScriptedLlmServer()
+    await scripted.start()
+    yield scripted
+    await scripted.close()
