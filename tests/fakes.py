@@ -54,9 +54,15 @@ class CannedHttpServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                self._reply("POST")
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._reply("GET")
+
+            def _reply(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
-                canned.requests.append(HttpRequest("POST", self.path, dict(self.headers), body))
+                canned.requests.append(HttpRequest(method, self.path, dict(self.headers), body))
                 threading.Event().wait(canned.delay)
                 self.send_response(canned.status)
                 self.send_header("Content-Type", canned.content_type)

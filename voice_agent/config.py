@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Development credentials, matching the ari.conf we ship for the local Asterisk.
@@ -21,6 +21,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: loopback; production sets VOICE_AGENT_ARI_PASSWORD or VOICE_AGENT_ARI_PASSWORD_FILE.
 DEV_ARI_USER = "voice_agent"
 DEV_ARI_PASSWORD = "voice_agent_secret"
+
+
+def check_provider_url(setting: str, url: str, *, tcp_ok: bool = True) -> None:
+    """Raise ``ValueError`` naming ``setting`` unless ``url`` is a usable server URL."""
+    parts = urlsplit(url)
+    schemes = ("http", "https", "tcp") if tcp_ok else ("http", "https")
+    if parts.scheme not in schemes or not parts.hostname:
+        expected = "http://host:port/v1" + (" or tcp://host:port" if tcp_ok else "")
+        raise ValueError(f"{setting} must look like {expected}, got {url!r}")
+    if parts.scheme == "tcp" and parts.port is None:
+        raise ValueError(f"{setting}: a Wyoming server URL needs a port (tcp://host:port), "
+                         f"got {url!r}")
 
 
 class Settings(BaseSettings):
@@ -132,6 +144,38 @@ class Settings(BaseSettings):
         3.0, gt=0, description="Seconds to wait for the model's first token before the "
         "embedded engine answers instead (the caller is waiting).")
 
+    # --- Speech providers (optional; default: the embedded models) ----------------
+    stt_url: str | None = Field(
+        None, description="Speech-to-text server: http(s)://host:port/v1 for an OpenAI-"
+        "compatible /audio/transcriptions, or tcp://host:port for a Wyoming ASR server "
+        "(wyoming-faster-whisper). Unset: embedded Whisper.")
+    stt_model: str = Field("", description="Model name for the STT server ('' = its default).")
+    stt_api_key: SecretStr | None = Field(None, description="Bearer token for the STT server.")
+    tts_url: str | None = Field(
+        None, description="Text-to-speech server: http(s)://host:port/v1 for an OpenAI-"
+        "compatible /audio/speech, or tcp://host:port for a Wyoming TTS server "
+        "(wyoming-piper). Unset: embedded Piper.")
+    tts_model: str = Field("", description="Model name for the TTS server ('' = its default).")
+    tts_voice: str = Field("", description="Voice for the TTS server ('' = its default).")
+    tts_api_key: SecretStr | None = Field(None, description="Bearer token for the TTS server.")
+    tts_format: Literal["pcm", "wav"] = Field(
+        "pcm", description="OpenAI-compatible TTS response format (pcm streams).")
+    tts_sample_rate: int = Field(
+        24000, ge=8000, le=48000, description="Rate of the OpenAI-compatible server's pcm.")
+    provider_connect_timeout: float = Field(
+        2.0, gt=0, description="Seconds to connect to any model server.")
+    stt_timeout: float = Field(
+        4.0, gt=0, description="Seconds an STT server may take to return a transcript.")
+    tts_first_audio_timeout: float = Field(
+        2.5, gt=0, description="Seconds a TTS server may take to its first audio (and "
+        "between chunks).")
+    embedded_fallback: bool = Field(
+        True, description="Keep the embedded models loaded as the last provider of every "
+        "chain (a server failing before the caller heard anything hands over to them).")
+    turn_watchdog_seconds: float = Field(
+        20.0, gt=0, description="A call stuck this long in THINKING, or SPEAKING with "
+        "nothing playing, gets a spoken apology and goes back to LISTENING.")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("ari_url")
@@ -140,6 +184,15 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"ari_url must look like http://host:port, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("stt_url", "tts_url", "llm_url")
+    @classmethod
+    def _check_provider_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            return None
+        check_provider_url(f"VOICE_AGENT_{info.field_name.upper()}", value,
+                           tcp_ok=info.field_name != "llm_url")
         return value.rstrip("/")
 
     @field_validator("agi_audio_dir")

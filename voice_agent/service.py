@@ -28,21 +28,21 @@ async def _agent(settings: Settings, tenants: TenantRegistry) -> CallAgent | Non
         return EchoAgent(settings.echo_delay_ms / 1000)
     if settings.agent == "conversation":
         from voice_agent.conversation.agent import ConversationAgent
-        from voice_agent.providers.stt import WhisperStt
-        from voice_agent.providers.tts import PiperTts
+        from voice_agent.providers.factory import Providers
         from voice_agent.tenants.data import open_db
 
         db_path = settings.data_dir / "tenants.sqlite3" if settings.data_dir else None
-        llm = None
-        if settings.llm_url:
-            from voice_agent.providers.llm import OpenAiChat
-
-            key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-            llm = OpenAiChat(settings.llm_url, settings.llm_model, api_key=key,
-                             first_token_timeout=settings.llm_first_token_timeout,
-                             max_retries=0)
-            log.info("replies from the LLM %s (the embedded engine stands in)", llm.name)
-        agent = ConversationAgent(tenants, open_db(db_path), WhisperStt(), PiperTts(), llm=llm)
+        providers = Providers(settings, tenants)
+        default = providers.default
+        per_tenant = {t.name: providers.for_tenant(t.name) for t in tenants
+                      if providers.for_tenant(t.name) is not default}
+        log.info("models: STT %s, TTS %s, replies %s", default.stt.name, default.tts.name,
+                 f"LLM {default.llm.name} (the rule engine stands in)" if default.llm
+                 else "rule engine")
+        agent = ConversationAgent(tenants, open_db(db_path), default.stt, default.tts,
+                                  llm=default.llm, per_tenant=per_tenant,
+                                  watchdog_seconds=settings.turn_watchdog_seconds)
+        await providers.probe()  # before READY: each server answered, or was logged as down
         log.info("loading speech models (once per process)")
         await agent.warm_up()
         return agent

@@ -27,6 +27,7 @@ from voice_agent.audio.levels import level_dbfs
 from voice_agent.calls.record import CallRecord, CallState
 from voice_agent.conversation.agent import ConversationAgent
 from voice_agent.media.call_audio import CallAudio
+from voice_agent.providers.errors import ProviderConnectionError, ProviderStreamError
 from voice_agent.providers.stt import Transcript
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import open_db
@@ -145,17 +146,21 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @pytest.fixture
 async def call(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """``start(*transcripts, seconds_per_char=)`` → (session, line): a TechStore call
-    in its greeting, whose agent speaks ``seconds_per_char`` per character."""
+    """``start(*transcripts, seconds_per_char=, stt=, tts=, watchdog_seconds=)`` →
+    (session, line): a TechStore call in its greeting, whose agent speaks
+    ``seconds_per_char`` per character (or through ``tts``), hearing ``stt``."""
     tasks: list[asyncio.Task[Any]] = []
 
-    async def start(*transcripts: str, seconds_per_char: float = 0.01
+    async def start(*transcripts: str, seconds_per_char: float = 0.01,
+                    stt: Any = None, tts: Any = None, watchdog_seconds: float = 20.0,
                     ) -> tuple[FakeCall, Line]:
         tenants = TenantRegistry.load()
-        stt = ScriptedStt(*transcripts)
+        stt = stt or ScriptedStt(*transcripts)
         agent = ConversationAgent(tenants, open_db(tmp_path / "tenants.sqlite3"),
-                                  stt, ToneTts(seconds_per_char), vad=EnergyVad,
+                                  stt, tts or ToneTts(seconds_per_char), vad=EnergyVad,
+                                  watchdog_seconds=watchdog_seconds,
                                   clock=asyncio.get_running_loop().time)
+        await agent.warm_up()  # pre-synthesizes the apology, as the service does
         line = Line()
         session = FakeCall("techstore", "555", line)
         line.stt = stt  # type: ignore[attr-defined]
@@ -267,3 +272,77 @@ async def test_a_pause_the_caller_talks_through_discards_the_early_transcript(
     assert turn["heard"] == "where is my order 12345" and "shipped" in turn["reply"]
     first, second = line.stt.heard
     assert second > first + 0.5  # the used transcription covers both parts
+
+
+# ------------------------------------------------------------------ failures
+
+
+class BrokenStt:
+    """Fails every transcription the way a dead server does (or never answers)."""
+
+    name = "broken-stt"
+
+    def __init__(self, hang: bool = False) -> None:
+        self.hang = hang
+
+    async def transcribe(self, pcm16k: np.ndarray) -> Transcript:
+        if self.hang:
+            await asyncio.Event().wait()
+        raise ProviderConnectionError("cannot reach STT server at http://stt:9000/v1")
+
+
+class FlakyTts(ToneTts):
+    """Breaks off the return-policy reply after its first chunk (a server reset)."""
+
+    name = "flaky-tts"
+
+    async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+        async for chunk in super().stream(text):
+            yield chunk
+            if "within 30 days" in text:
+                raise ProviderStreamError("the TTS server reset the connection")
+
+
+async def test_a_failed_stt_is_apologised_for_and_the_call_listens_again(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call(stt=BrokenStt())
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.4, -20.0, then_silence=0.6)
+    await until(lambda: bool(session.record.errors) and session.state is S.LISTENING
+                and line.queued_frames == 0)
+    (error,) = session.record.errors
+    assert error["stage"] == "stt" and error["provider"] == "broken-stt"
+    assert "cannot reach STT server" in error["error"]
+    assert session.record.states[-4:] == [S.LISTENING, S.THINKING, S.SPEAKING, S.LISTENING]
+    assert not session.record.turns  # nothing was understood, so no dialog turn
+
+
+async def test_a_reply_broken_mid_sentence_ends_with_the_apology(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call("what is your return policy", tts=FlakyTts(0.01))
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.4, -20.0, then_silence=0.6)
+    await until(lambda: bool(session.record.errors) and session.state is S.LISTENING
+                and line.queued_frames == 0)
+    (error,) = session.record.errors
+    assert error["stage"] == "tts" and "reset the connection" in error["error"]
+    turn = session.record.turns[0]
+    assert "first_audio" in turn and "played" not in turn  # half said, then cut short
+    assert session.state is S.LISTENING
+
+
+async def test_the_watchdog_frees_a_call_stuck_on_a_hanging_provider(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call(stt=BrokenStt(hang=True), watchdog_seconds=3.0)
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.4, -20.0, then_silence=0.6)
+    assert session.state is S.THINKING
+    await until(lambda: bool(session.record.errors), timeout=10)
+    (error,) = session.record.errors
+    assert error["stage"] == "stt" and error["error"].startswith("watchdog: no progress for 3 s")
+    await until(lambda: session.state is S.LISTENING and line.queued_frames == 0)
+    await line.say(0.4, -20.0, then_silence=0.6)  # the call still takes turns afterwards
+    assert session.state is S.THINKING

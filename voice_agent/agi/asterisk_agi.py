@@ -219,14 +219,19 @@ class FastAgiServer:
                 rejected.prompt_state = rejected.prompt_state or f"not played: {exc}"
 
 
-async def default_services(settings: Settings) -> SpeechServices:
-    """The embedded models (Whisper, Piper) and tenant data, loaded and warmed up once."""
-    from voice_agent.providers.stt import WhisperStt
-    from voice_agent.providers.tts import PiperTts
+async def default_services(settings: Settings, tenants: TenantRegistry) -> SpeechServices:
+    """The configured providers (the same factory as the ARI agent) and tenant data,
+    probed, loaded and warmed up once."""
+    from voice_agent.providers.factory import Providers
     from voice_agent.tenants.data import open_db
 
     db_path = settings.data_dir / "tenants.sqlite3" if settings.data_dir else None
-    services = SpeechServices(open_db(db_path), WhisperStt(), PiperTts())
+    providers = Providers(settings, tenants)
+    default = providers.default
+    per_tenant = {t.name: (p.stt, p.tts) for t in tenants
+                  if (p := providers.for_tenant(t.name)) is not default}
+    services = SpeechServices(open_db(db_path), default.stt, default.tts, per_tenant=per_tenant)
+    await providers.probe()
     log.info("loading speech models (once per process)")
     await services.warm_up()
     return services
@@ -242,7 +247,9 @@ async def running_agi_server(
     Raises :class:`AgiError` when it cannot listen or its audio directory is not usable.
     """
     tenants = TenantRegistry.load()
-    server = FastAgiServer(settings, tenants, services or await default_services(settings))
+    owned = services is None
+    services = services or await default_services(settings, tenants)
+    server = FastAgiServer(settings, tenants, services)
     host = host or settings.agi_host
     port = settings.agi_port if port is None else port
     try:
@@ -253,3 +260,5 @@ async def running_agi_server(
         yield server
     finally:
         await server.shutdown(drain_seconds)
+        if owned:
+            await services.aclose()

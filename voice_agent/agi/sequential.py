@@ -65,13 +65,28 @@ class SpeechServices:
     stt: SpeechToText
     tts: TextToSpeech
     prompts: PromptCache = field(default_factory=PromptCache)
+    #: Tenants whose files name their own speech servers: (stt, tts).
+    per_tenant: dict[str, tuple[SpeechToText, TextToSpeech]] = field(default_factory=dict)
+
+    def speech_for(self, tenant: str) -> tuple[SpeechToText, TextToSpeech]:
+        return self.per_tenant.get(tenant, (self.stt, self.tts))
+
+    def _models(self) -> list[object]:
+        models = {id(m): m for pair in [(self.stt, self.tts), *self.per_tenant.values()]
+                  for m in pair}
+        return list(models.values())
 
     async def warm_up(self) -> None:
         """Load the models at start, so the first caller does not wait for them."""
-        for model in (self.stt, self.tts):
-            load = getattr(model, "load", None)
-            if load is not None:
+        for model in self._models():
+            if (load := getattr(model, "load", None)) is not None:
                 await load()
+
+    async def aclose(self) -> None:
+        """Close every server client (the server calls this at shutdown)."""
+        for model in self._models():
+            if (close := getattr(model, "aclose", None)) is not None:
+                await close()
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,7 @@ class AgiConversation:
         self.limits = limits
         self._on_state = on_state
         self.engine = DialogEngine(tenant, services.db)
+        self.stt, self.tts = services.speech_for(tenant.name)
         self.state = DialogState(caller_id=record.caller or "anonymous")
         #: (context, extension) once the caller was handed to a person.
         self.transferred_to: tuple[str, str] | None = None
@@ -150,14 +166,14 @@ class AgiConversation:
         }
         if not has_speech(pcm):
             return turn, "", None
-        transcript = await self.services.stt.transcribe(pcm)
+        transcript = await self.stt.transcribe(pcm)
         turn["stt_final"] = time.monotonic()
         turn["heard"] = transcript.text
         return turn, transcript.text.strip(), None
 
     async def _say(self, text: str, turn: dict[str, Any], *, cached: bool) -> str | None:
         """Synthesise ``text`` into a file and play it; returns the key that stopped it."""
-        tts, prompts = self.services.tts, self.services.prompts
+        tts, prompts = self.tts, self.services.prompts
         chunks = prompts.stream(tts, text) if cached else tts.stream(text)
         async with contextlib.aclosing(chunks) as stream:
             pcm = [chunk async for chunk in stream]

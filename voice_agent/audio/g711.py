@@ -116,3 +116,9 @@ def pcm16_from_le(payload: bytes) -> Pcm16:
 def pcm16_to_le(samples: Pcm16) -> bytes:
     """int16 array -> little-endian PCM16 bytes (chan_websocket)."""
     return np.asarray(samples, dtype=np.int16).astype("<i2").tobytes()
+
+
+def split_odd(data: bytes) -> tuple[bytes, bytes]:
+    """(whole 16-bit samples, the trailing odd byte if any)."""
+    cut = len(data) - len(data) % 2
+    return data[:cut], data[cut:]

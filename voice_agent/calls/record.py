@@ -47,6 +47,8 @@ class CallRecord:
     #: Conversation turns and barge-ins with their timestamps (monotonic clock).
     turns: list[dict[str, Any]] = field(default_factory=list)
     barge_ins: list[dict[str, Any]] = field(default_factory=list)
+    #: Provider failures and watchdog firings: stage, provider, error, when (monotonic).
+    errors: list[dict[str, Any]] = field(default_factory=list)
     ended_at: float | None = None
     end_reason: str = ""
 

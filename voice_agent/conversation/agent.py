@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 import numpy as np
@@ -43,9 +43,11 @@ from voice_agent.calls.record import CallState
 from voice_agent.conversation.barge_in import BargeIn, BargeInConfig, BargeInDetector
 from voice_agent.conversation.spoken_reply import SpokenReply
 from voice_agent.dialog.engine import DialogEngine
-from voice_agent.dialog.llm_dialog import LlmDialog
+from voice_agent.dialog.llm_dialog import APOLOGY, LlmDialog
 from voice_agent.dialog.state import DialogState
 from voice_agent.media.call_audio import CallAudio
+from voice_agent.providers.errors import ProviderError
+from voice_agent.providers.factory import ProviderSet
 from voice_agent.providers.llm import LanguageModel
 from voice_agent.providers.stt import SpeechToText, Transcript
 from voice_agent.providers.tts import PromptCache, TextToSpeech, split_for_speech
@@ -91,12 +93,17 @@ class ConversationAgent:
         vad: Callable[[], VoiceActivityDetector] = SileroVad,
         speculate_after_ms: int = 200,
         llm: LanguageModel | None = None,
+        per_tenant: Mapping[str, ProviderSet] | None = None,
+        watchdog_seconds: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tenants = tenants
         self._db = db
-        self._stt = stt
-        self._tts = tts
+        self._default = ProviderSet(stt, tts, llm)
+        #: Tenants whose files name their own model servers.
+        self._per_tenant = dict(per_tenant or {})
+        #: A turn stuck this long (THINKING, or SPEAKING with nothing playing) is abandoned.
+        self._watchdog_seconds = watchdog_seconds
         self._endpointer = endpointer or EndpointerConfig()
         self._prompts = prompts or PromptCache()
         self._barge_in = barge_in or BargeInConfig()
@@ -105,24 +112,38 @@ class ConversationAgent:
         #: is decided (0: never). A pause the caller talks on through costs one
         #: wasted transcription; a real end of turn gets its transcript that much sooner.
         self._speculate_frames = speculate_after_ms // 20
-        #: Replies from a server LLM with tool calls (None: the embedded engine only).
-        self._llm = llm
         #: Where turn and barge-in timestamps come from; the same clock as the frames'
         #: arrival times (tests pass the event loop's virtual time).
         self._clock = clock
 
+    def _providers(self) -> list[object]:
+        """Every distinct provider object of every tenant (chains included)."""
+        seen: dict[int, object] = {}
+        for pset in (self._default, *self._per_tenant.values()):
+            for provider in (pset.stt, pset.tts, pset.llm):
+                if provider is not None:
+                    seen.setdefault(id(provider), provider)
+        return list(seen.values())
+
     async def aclose(self) -> None:
-        """Release the LLM client's connections (the service calls this at shutdown)."""
-        if (close := getattr(self._llm, "aclose", None)) is not None:
-            await close()
+        """Release every provider client's connections (the service calls this at shutdown)."""
+        for provider in self._providers():
+            if (close := getattr(provider, "aclose", None)) is not None:
+                await close()
 
     async def warm_up(self) -> None:
-        """Load the models once, at service start, not on the first call."""
-        for model in (self._stt, self._tts):
-            load = getattr(model, "load", None)
-            if load is not None:
+        """Load the models once, at service start, not on the first call, and have the
+        apology ready in every voice: it is what a caller hears when a provider fails."""
+        for provider in self._providers():
+            if (load := getattr(provider, "load", None)) is not None:
                 await load()
         self._vad()  # Silero: builds the shared ONNX session
+        for tts in {id(p.tts): p.tts for p in (self._default, *self._per_tenant.values())
+                    }.values():
+            try:
+                await self._prompts.get(tts, APOLOGY)
+            except ProviderError as exc:
+                log.error("cannot pre-synthesize the apology with %s: %s", tts.name, exc)
 
     async def __call__(self, call: Call) -> None:
         assert call.audio is not None
@@ -139,8 +160,14 @@ class _Call:
         self.record = call.record
         self.tenant = agent._tenants.resolve([self.record.tenant])
         self.engine = DialogEngine(self.tenant, agent._db)
-        self.llm = (LlmDialog(self.tenant, agent._db, agent._llm, self.engine)
-                    if agent._llm is not None else None)
+        providers = agent._per_tenant.get(self.tenant.name, agent._default)
+        self.stt, self.tts = providers.stt, providers.tts
+        self.llm = (LlmDialog(self.tenant, agent._db, providers.llm, self.engine)
+                    if providers.llm is not None else None)
+        #: The stage a turn is in ("stt", "dialog", "llm", "tts"): what a failure is blamed on.
+        self.stage = "stt"
+        #: When the current turn last made progress (started, or wrote audio): the watchdog's.
+        self.progress_at = agent._clock()
         self.state = DialogState(caller_id=self.record.caller or "anonymous")
         self.vad = agent._vad()
         endpointing = agent._endpointer
@@ -160,16 +187,18 @@ class _Call:
 
     async def run(self) -> None:
         greeting = self.engine.greet(self.state)
-        self.turn = asyncio.create_task(
-            self._say(_pieces(greeting.text), cached=True, turn={}, state=CallState.GREETING))
+        self.stage = "tts"
+        self.turn = asyncio.create_task(self._guarded(
+            self._say(_pieces(greeting.text), cached=True, turn={}, state=CallState.GREETING)))
         reader = asyncio.create_task(self._listen())
         keys = asyncio.create_task(self._keys())
         finished = asyncio.create_task(self.finished.wait())
+        watchdog = asyncio.create_task(self._watchdog())
         try:
             await asyncio.wait({reader, finished}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._drop_speculation()
-            tasks = [t for t in (reader, keys, finished, self.turn) if t is not None]
+            tasks = [t for t in (reader, keys, finished, watchdog, self.turn) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -184,7 +213,8 @@ class _Call:
             if self.turn is not None and not self.turn.done():
                 self.turn.cancel()
             self.call.transition(CallState.THINKING)
-            self.turn = asyncio.create_task(self._respond(digit, {"dtmf": digit}))
+            self.progress_at = self.agent._clock()
+            self.turn = asyncio.create_task(self._guarded(self._respond(digit, {"dtmf": digit})))
 
     async def _listen(self) -> None:
         last = self.agent._clock()
@@ -232,7 +262,7 @@ class _Call:
         """Transcribe the open utterance now; the turn uses it if the caller stays silent."""
         end, audio = self.endpointer.utterance_so_far()
         self._drop_speculation()
-        self.speculation = (end, asyncio.create_task(self.agent._stt.transcribe(audio)))
+        self.speculation = (end, asyncio.create_task(self.stt.transcribe(audio)))
 
     def _drop_speculation(self) -> None:
         if self.speculation is not None:
@@ -264,17 +294,20 @@ class _Call:
         if self.turn is not None and not self.turn.done():
             self.turn.cancel()  # the caller went on talking: answer the newest words
         self.call.transition(CallState.THINKING)
+        self.progress_at = self.agent._clock()
         early = None
         if self.speculation is not None and self.speculation[0] == utterance.end_frame:
             early, self.speculation = self.speculation[1], None
         self._drop_speculation()  # speech went on after it: stale
-        self.turn = asyncio.create_task(self._answer(utterance, speech_end, early))
+        self.turn = asyncio.create_task(
+            self._guarded(self._answer(utterance, speech_end, early)))
 
     async def _answer(self, utterance: SpeechEnd, speech_end: float,
                       early: asyncio.Task[Transcript] | None) -> None:
         turn: dict[str, Any] = {"speech_end": speech_end, "speculative": early is not None}
         try:
-            transcript = await (early or self.agent._stt.transcribe(utterance.audio))
+            self.stage = "stt"
+            transcript = await (early or self.stt.transcribe(utterance.audio))
         finally:
             if early is not None:
                 early.cancel()
@@ -289,8 +322,10 @@ class _Call:
         self.record.turns.append(turn)
         if self.llm is not None and "dtmf" not in turn:  # keys stay with the engine (#, 0)
             turn["llm"] = True
+            self.stage = "llm"
             await self._say(self.llm.reply(self.state, said), cached=False, turn=turn)
             return
+        self.stage = "dialog"
         reply = await asyncio.to_thread(self.engine.reply, self.state, said)
         turn.update(reply_ready=self.agent._clock(), reply=reply.text, intent=reply.intent)
         await self._say(_pieces(reply.text), cached=False, turn=turn)
@@ -318,11 +353,13 @@ class _Call:
                 said.append(clause)
                 turn["reply"] = " ".join(said)
             self.reply.start_clause(clause)
-            chunks = (self.agent._prompts.stream(self.agent._tts, clause) if cached
-                      else self.agent._tts.stream(clause))
+            self.stage = "tts"
+            chunks = (self.agent._prompts.stream(self.tts, clause) if cached
+                      else self.tts.stream(clause))
             async with contextlib.aclosing(chunks) as stream:
                 async for chunk in stream:
                     self.reply.wrote(chunk, self.audio.write(chunk, INTERNAL_RATE))
+                    self.progress_at = self.agent._clock()
                     if "first_audio" not in turn:
                         turn["first_audio"] = self.agent._clock()
                         self.call.transition(state)
@@ -331,6 +368,55 @@ class _Call:
         await self.audio.wait_played()  # still "speaking" until the caller heard it all
         turn["played"] = self.agent._clock()
         self.call.transition(CallState.LISTENING)
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run one turn; a failing provider (or a bug) ends it with a short spoken
+        apology and the call listens again: the caller never waits in silence."""
+        try:
+            await work
+        except Exception as exc:
+            self._failed(self.stage, exc)
+            await self._apologise()
+
+    def _failed(self, stage: str, exc: BaseException | str) -> None:
+        """Record and log a failure with its stage and provider."""
+        provider = {"stt": self.stt.name, "tts": self.tts.name, "dialog": "rule engine",
+                    "llm": getattr(self.llm, "name", "llm") if self.llm else "rule engine",
+                    }.get(stage, stage)
+        error = str(exc) if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self.record.errors.append({"at": self.agent._clock(), "stage": stage,
+                                   "provider": provider, "error": error})
+        if isinstance(exc, BaseException) and not isinstance(exc, ProviderError):
+            log.error("call %s: %s failed (%s)", self.record.session_id, stage, provider,
+                      exc_info=exc)
+        else:
+            log.error("call %s: %s provider %s failed: %s; apologising", self.record.session_id,
+                      stage, provider, error)
+
+    async def _apologise(self) -> None:
+        """Say the (pre-synthesized) apology after what was already said, then listen."""
+        turn: dict[str, Any] = {"apology": True}
+        try:
+            await self._say(_pieces(APOLOGY), cached=True, turn=turn)
+        except Exception as exc:  # even the cache and TTS failed: at least listen again
+            log.error("call %s: could not apologise: %s", self.record.session_id, exc)
+        self.call.transition(CallState.LISTENING)
+
+    async def _watchdog(self) -> None:
+        """Belt and braces over the per-stage timeouts: a turn that made no progress
+        for ``watchdog_seconds`` (THINKING, or SPEAKING with nothing left to play)
+        is cancelled and replaced by the apology."""
+        limit = self.agent._watchdog_seconds
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            stuck = (self.call.state in (CallState.THINKING, CallState.SPEAKING)
+                     and self.audio.queued_frames == 0
+                     and self.agent._clock() - self.progress_at > limit)
+            if stuck and self.turn is not None and not self.turn.done():
+                self.turn.cancel()
+                self._failed(self.stage, f"watchdog: no progress for {limit:.0f} s")
+                self.progress_at = self.agent._clock()
+                self.turn = asyncio.create_task(self._apologise())
 
 
 async def _pieces(text: str) -> AsyncIterator[str]:

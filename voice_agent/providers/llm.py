@@ -330,6 +330,8 @@ class OpenAiChat(PooledHttpClient):
     Ollama ``options``), as the OpenAI SDK's parameter of the same name.
     """
 
+    stage = "LLM"
+
     def __init__(
         self,
         base_url: str,
@@ -346,7 +348,8 @@ class OpenAiChat(PooledHttpClient):
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
         self.name = f"{model}@{base_url.rstrip('/')}"
         self.first_token_timeout = first_token_timeout
         self.idle_timeout = idle_timeout

@@ -418,9 +418,10 @@ class OpenAiStt(PooledHttpClient):
     ``partial_interval`` when the server is fast and close.
 
     Use ``async with OpenAiStt(...) as stt:`` or call :meth:`aclose`.
+    ``timeout`` bounds the whole answer (a transcript comes all at once).
     """
 
-    name = "openai"
+    stage = "STT"
 
     def __init__(
         self,
@@ -429,16 +430,20 @@ class OpenAiStt(PooledHttpClient):
         *,
         api_key: str | None = None,
         language: str = "en",
-        timeout: float = 30.0,
+        timeout: float = 4.0,
+        connect_timeout: float = 2.0,
         partial_interval: float | None = None,
     ) -> None:
         self.model = model
         self.language = language
         self.partial_interval = partial_interval
-        self._url = base_url.rstrip("/") + "/audio/transcriptions"
+        self.base_url = base_url.rstrip("/")
+        self.name = f"openai-stt@{self.base_url}"
+        self._url = self.base_url + "/audio/transcriptions"
         self._timeout = timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(timeout=timeout, headers=headers)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=connect_timeout),
+                                       headers=headers)
 
     async def transcribe(self, pcm16k: Pcm16) -> Transcript:
         start = time.perf_counter()

@@ -44,6 +44,7 @@ import httpx
 import numpy as np
 
 from voice_agent.audio.frames import INTERNAL_RATE, Pcm16
+from voice_agent.audio.g711 import split_odd
 from voice_agent.audio.resample import Resampler
 from voice_agent.audio.wav import WavFormatError, parse_wav
 from voice_agent.providers.errors import (
@@ -314,9 +315,10 @@ class OpenAiTts(PooledHttpClient):
     answers after synthesizing its whole input still speaks the first clause early.
 
     Use ``async with OpenAiTts(...) as tts:`` or call :meth:`aclose`.
+    ``timeout`` bounds the first audio and every later read (httpx's read timeout).
     """
 
-    name = "openai"
+    stage = "TTS"
     sample_rate = INTERNAL_RATE
 
     def __init__(
@@ -328,16 +330,20 @@ class OpenAiTts(PooledHttpClient):
         api_key: str | None = None,
         response_format: Literal["pcm", "wav"] = "pcm",
         server_sample_rate: int = 24000,
-        timeout: float = 30.0,
+        timeout: float = 2.5,
+        connect_timeout: float = 2.0,
     ) -> None:
         self.model = model
         self.voice = voice
         self.response_format = response_format
         self.server_sample_rate = server_sample_rate
-        self._url = base_url.rstrip("/") + "/audio/speech"
+        self.base_url = base_url.rstrip("/")
+        self.name = f"openai-tts@{self.base_url}"
+        self._url = self.base_url + "/audio/speech"
         self._timeout = timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(timeout=timeout, headers=headers)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=connect_timeout),
+                                       headers=headers)
 
     async def stream(self, text: str) -> AsyncIterator[Pcm16]:
         resampler: Resampler | None = None
@@ -366,15 +372,11 @@ class OpenAiTts(PooledHttpClient):
                     return
                 odd = b""  # a network chunk may end in the middle of a sample
                 async for data in response.aiter_bytes():
-                    data, odd = _split_odd(odd + data)
+                    data, odd = split_odd(odd + data)
                     if data:
                         yield self.server_sample_rate, np.frombuffer(data, "<i2").astype(np.int16)
 
 
-def _split_odd(data: bytes) -> tuple[bytes, bytes]:
-    """(whole 16-bit samples, the trailing odd byte if any)."""
-    cut = len(data) - len(data) % 2
-    return data[:cut], data[cut:]
 
 
 # ---------------------------------------------------------------------------

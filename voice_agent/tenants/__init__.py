@@ -8,13 +8,48 @@ the operator exactly which argument was wrong and which ones exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 TENANTS_DIR = Path(__file__).parent
+
+
+class ProviderOverride(BaseModel):
+    """One model stage served differently for this tenant (the service-wide settings
+    apply otherwise). Secrets never live in tenant files: ``api_key_env`` names the
+    environment variable that holds the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="http(s)://host:port/v1 (OpenAI-compatible) or "
+                     "tcp://host:port (Wyoming; STT and TTS only).")
+    model: str = ""
+    voice: str = ""
+    api_key_env: str | None = None
+
+    def api_key(self) -> str | None:
+        """The key from ``api_key_env``; a named variable that is unset is an error."""
+        if self.api_key_env is None:
+            return None
+        try:
+            return os.environ[self.api_key_env]
+        except KeyError:
+            raise ValueError(f"tenant provider key: environment variable "
+                             f"{self.api_key_env} is not set") from None
+
+
+class TenantProviders(BaseModel):
+    """Per-tenant model servers (e.g. a clinic's own speech server); all optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stt: ProviderOverride | None = None
+    tts: ProviderOverride | None = None
+    llm: ProviderOverride | None = None
 
 
 class Tenant(BaseModel):
@@ -31,6 +66,9 @@ class Tenant(BaseModel):
         "voice-agent-operators", description="Dialplan context of operator_extension."
     )
     silence_ms: int = Field(500, ge=100, description="End-of-turn silence for this tenant.")
+    providers: TenantProviders = Field(
+        default_factory=TenantProviders,
+        description="Model servers for this tenant; unset stages use the service's.")
 
 
 class UnknownTenantError(LookupError):
@@ -51,6 +89,9 @@ class TenantRegistry:
             for path in sorted(directory.glob("*.yaml"))
         ]
         return cls(tenants)
+
+    def __iter__(self) -> Iterator[Tenant]:
+        return iter(self._by_name.values())
 
     @property
     def names(self) -> list[str]:
