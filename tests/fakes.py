@@ -11,13 +11,18 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.server import AsyncEventHandler, AsyncServer
 
 from voice_agent.media.media_clock import MediaClock
 from voice_agent.media.rtp_transport import DECODE_WINDOW, RtpMediaServer
@@ -249,3 +254,54 @@ async def batch_decoded() -> None:
     length started later ends after it (asyncio runs timers in deadline order).
     """
     await asyncio.sleep(DECODE_WINDOW)
+
+
+# ------------------------------------------------------------ Wyoming
+
+
+class ScriptedWyoming(AsyncEventHandler):
+    """A Wyoming server whose answer to a request is ``script(event)``: events to send."""
+
+    script: Callable[[Event], list[Event] | None | Awaitable[list[Event] | None]]
+
+    async def handle_event(self, event: Event) -> bool:
+        if Describe.is_type(event.type):
+            await self.write_event(Info().event())
+            return True
+        answer = type(self).script(event)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer is None:
+            return True
+        for out in answer:
+            await self.write_event(out)
+        return False
+
+
+class WyomingServers:
+    """Scripted Wyoming servers on free loopback ports; ``await start(script)`` → URL."""
+
+    def __init__(self) -> None:
+        self._servers: list[Any] = []
+
+    async def start(self, script: Callable[[Event], Any]) -> str:
+        handler = type("Handler", (ScriptedWyoming,), {"script": staticmethod(script)})
+        server = AsyncServer.from_uri("tcp://127.0.0.1:0")
+        await server.start(handler)
+        self._servers.append(server)
+        port = server._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return f"tcp://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            await server.stop()
+
+
+async def silent_tcp_server() -> tuple[str, asyncio.Server]:
+    """A ``tcp://`` URL whose server accepts, reads, and never answers (a hung model)."""
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    return f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}", server

@@ -8,7 +8,10 @@ Nothing here is mocked: `local_asterisk` runs the same `LocalAsterisk.up()` as
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +19,12 @@ import pytest
 from tests.helpers import eventually
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
+from voice_agent.ari.call_session import CallSession
 from voice_agent.calls.protocol import CallAgent
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.dev.sim.conversation import ScriptedCaller
+from voice_agent.dev.sim.phone import PhoneCall, SimPhone
 from voice_agent.providers.stt import WhisperStt
 from voice_agent.service import running_agent
 
@@ -99,3 +105,43 @@ async def assert_nothing_left(inspector: AriClient, manager: SessionManager) -> 
         bridges = [b["id"] for b in await inspector.list_bridges()]
         raise AssertionError(f"left behind: sessions={list(manager.sessions)} "
                              f"channels={channels} bridges={bridges}") from None
+
+
+# ------------------------------------------------------------ conversations
+
+
+@dataclass
+class Conversation:
+    manager: SessionManager
+    call: PhoneCall
+    caller: ScriptedCaller
+    data_dir: Path
+
+    @property
+    def session(self) -> CallSession:
+        return next(iter(self.manager.sessions.values()))
+
+    def rows(self, query: str) -> list[tuple[object, ...]]:
+        with contextlib.closing(sqlite3.connect(self.data_dir / "tenants.sqlite3")) as db:
+            return db.execute(query).fetchall()
+
+
+TalkTo = Callable[..., contextlib.AbstractAsyncContextManager[Conversation]]
+
+
+@pytest.fixture
+def talk_to(start_agent: AgentFactory, settings: Settings, whisper: WhisperStt,
+            tmp_path_factory: pytest.TempPathFactory) -> TalkTo:
+    """``async with talk_to(number, **settings) as conversation``: a SIP call to the
+    conversation agent (fresh tenant data) with a scripted caller on the line."""
+
+    @contextlib.asynccontextmanager
+    async def connect(number: str, **overrides: object) -> AsyncIterator[Conversation]:
+        data_dir = tmp_path_factory.mktemp("tenants")
+        async with start_agent(agent="conversation", data_dir=data_dir, **overrides) as manager, \
+                SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+            call = await phone.dial(number, audio=True, via="sip")
+            async with ScriptedCaller(call, whisper) as caller:
+                yield Conversation(manager, call, caller, data_dir)
+
+    return connect

@@ -13,68 +13,23 @@ speech-model limit, not the conversation under test.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from tests.helpers import eventually, local_llm_server
-from tests.integration.conftest import AgentFactory, assert_nothing_left
-from voice_agent.ari.ari_session_manager import SessionManager
+from tests.integration.conftest import TalkTo, assert_nothing_left
 from voice_agent.ari.asterisk_ari import AriClient
-from voice_agent.ari.call_session import CallSession
 from voice_agent.calls.record import CallState
 from voice_agent.config import Settings
 from voice_agent.dev.llm_server import LocalLlmServer
 from voice_agent.dev.local_asterisk import LocalAsterisk
-from voice_agent.dev.sim.conversation import ScriptedCaller, Step, words_heard
-from voice_agent.dev.sim.phone import PhoneCall, SimPhone
+from voice_agent.dev.sim.conversation import Step, words_heard
 from voice_agent.dev.sim.signals import speech
-from voice_agent.providers.stt import WhisperStt
 
 ORDER_QUESTION = "Where is my order one two three four five?"
-
-
-@dataclass
-class Conversation:
-    manager: SessionManager
-    call: PhoneCall
-    caller: ScriptedCaller
-    data_dir: Path
-
-    @property
-    def session(self) -> CallSession:
-        return next(iter(self.manager.sessions.values()))
-
-    def rows(self, query: str) -> list[tuple[object, ...]]:
-        with contextlib.closing(sqlite3.connect(self.data_dir / "tenants.sqlite3")) as db:
-            return db.execute(query).fetchall()
-
-
-TalkTo = Callable[..., contextlib.AbstractAsyncContextManager[Conversation]]
-
-
-@pytest.fixture
-def talk_to(start_agent: AgentFactory, settings: Settings, whisper: WhisperStt,
-            tmp_path_factory: pytest.TempPathFactory) -> TalkTo:
-    """``async with talk_to(number, **settings) as conversation``: a SIP call to the
-    conversation agent (fresh tenant data) with a scripted caller on the line."""
-
-    @contextlib.asynccontextmanager
-    async def connect(number: str, **overrides: object) -> AsyncIterator[Conversation]:
-        data_dir = tmp_path_factory.mktemp("tenants")
-        async with start_agent(agent="conversation", data_dir=data_dir, **overrides) as manager, \
-                SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
-            call = await phone.dial(number, audio=True, via="sip")
-            async with ScriptedCaller(call, whisper) as caller:
-                yield Conversation(manager, call, caller, data_dir)
-
-    return connect
 
 
 async def test_techstore_answers_an_order_status_question(

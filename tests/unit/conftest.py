@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.fakes import CannedHttpServer, ScriptedLlmServer
+from tests.fakes import CannedHttpServer, ScriptedLlmServer, WyomingServers
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import TenantDB, open_db
 
@@ -39,3 +40,11 @@ async def llm_server() -> AsyncIterator[ScriptedLlmServer]:
     await scripted.start()
     yield scripted
     await scripted.close()
+
+
+@pytest.fixture
+async def wyoming() -> AsyncIterator[Callable[..., Any]]:
+    """``await wyoming(script) -> url``: a scripted Wyoming server, stopped after the test."""
+    servers = WyomingServers()
+    yield servers.start
+    await servers.stop()

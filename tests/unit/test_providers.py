@@ -13,8 +13,7 @@ from wyoming.asr import Transcript as WyomingTranscript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error as WyomingError
 from wyoming.event import Event
-from wyoming.info import Describe, Info
-from wyoming.server import AsyncEventHandler, AsyncServer
+from wyoming.info import Info
 
 from tests.helpers import closed_port_url, sine
 from voice_agent.config import Settings
@@ -230,41 +229,6 @@ def test_chains_need_members() -> None:
 # ------------------------------------------------------------------ Wyoming
 
 
-class ScriptedWyoming(AsyncEventHandler):
-    """A Wyoming server whose answer to a request is ``script(event)``: events to send."""
-
-    script: Callable[[Event], list[Event] | None]
-
-    async def handle_event(self, event: Event) -> bool:
-        if Describe.is_type(event.type):
-            await self.write_event(Info().event())
-            return True
-        answer = type(self).script(event)
-        if answer is None:
-            return True
-        for out in answer:
-            await self.write_event(out)
-        return False
-
-
-@pytest.fixture
-async def wyoming() -> AsyncIterator[Callable[..., Any]]:
-    """``start(script) -> url`` of a scripted Wyoming server on a free loopback port."""
-    servers: list[Any] = []
-
-    async def start(script: Callable[[Event], list[Event] | None]) -> str:
-        handler = type("Handler", (ScriptedWyoming,), {"script": staticmethod(script)})
-        server = AsyncServer.from_uri("tcp://127.0.0.1:0")
-        await server.start(handler)
-        servers.append(server)
-        port = server._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        return f"tcp://127.0.0.1:{port}"
-
-    yield start
-    for server in servers:
-        await server.stop()
-
-
 def transcript_after_audio(text: str) -> Callable[[Event], list[Event] | None]:
     return lambda ev: [WyomingTranscript(text=text).event()] if AudioStop.is_type(ev.type) else None
 
@@ -310,3 +274,25 @@ async def test_wyoming_errors_are_provider_errors(wyoming: Callable[..., Any]) -
     stereo = await wyoming(lambda ev: [AudioStart(rate=16000, width=2, channels=2).event()])
     with pytest.raises(ProviderResponseError, match="need 16-bit mono"):
         _ = [c async for c in WyomingTts(stereo).stream("Hi.")]
+
+
+async def test_a_failed_member_is_skipped_while_it_cools_down() -> None:
+    first = FailingStt("server", ProviderTimeoutError("hung"))
+    second = FailingStt("embedded", text="hello")
+    chain = SttChain([first, second], cool_down=60)
+    for _ in range(3):
+        await chain.transcribe(np.zeros(160, np.int16))
+    assert (first.calls, second.calls) == (1, 3)  # one timeout, not three
+    chain.cool_down = 0
+    chain._mark_down(0)
+    await chain.transcribe(np.zeros(160, np.int16))
+    assert first.calls == 2  # retried once its cool-down is over
+
+
+async def test_the_last_member_is_tried_even_when_it_failed_recently() -> None:
+    only = FailingStt("server", ProviderConnectionError("down"))
+    chain = SttChain([FailingStt("a", ProviderConnectionError("down")), only], cool_down=60)
+    for _ in range(2):
+        with pytest.raises(ProviderConnectionError):
+            await chain.transcribe(np.zeros(160, np.int16))
+    assert only.calls == 2

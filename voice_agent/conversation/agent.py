@@ -46,7 +46,7 @@ from voice_agent.dialog.engine import DialogEngine
 from voice_agent.dialog.llm_dialog import APOLOGY, LlmDialog
 from voice_agent.dialog.state import DialogState
 from voice_agent.media.call_audio import CallAudio
-from voice_agent.providers.errors import ProviderError
+from voice_agent.providers.errors import ProviderError, call_failures, report_failure
 from voice_agent.providers.factory import ProviderSet
 from voice_agent.providers.llm import LanguageModel
 from voice_agent.providers.stt import SpeechToText, Transcript
@@ -186,6 +186,7 @@ class _Call:
         self.finished = asyncio.Event()
 
     async def run(self) -> None:
+        call_failures.set(self.record.errors)  # providers report into this call's record
         greeting = self.engine.greet(self.state)
         self.stage = "tts"
         self.turn = asyncio.create_task(self._guarded(
@@ -383,9 +384,8 @@ class _Call:
         provider = {"stt": self.stt.name, "tts": self.tts.name, "dialog": "rule engine",
                     "llm": getattr(self.llm, "name", "llm") if self.llm else "rule engine",
                     }.get(stage, stage)
-        error = str(exc) if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-        self.record.errors.append({"at": self.agent._clock(), "stage": stage,
-                                   "provider": provider, "error": error})
+        report_failure(stage, provider, exc, handled_by="apology")
+        error = self.record.errors[-1]["error"]
         if isinstance(exc, BaseException) and not isinstance(exc, ProviderError):
             log.error("call %s: %s failed (%s)", self.record.session_id, stage, provider,
                       exc_info=exc)

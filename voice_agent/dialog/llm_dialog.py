@@ -35,7 +35,7 @@ from voice_agent.dialog.chunker import SentenceChunker
 from voice_agent.dialog.engine import DialogEngine
 from voice_agent.dialog.state import DialogState, Turn
 from voice_agent.dialog.tools import TOOL_SPECS, run_tool
-from voice_agent.providers.errors import ProviderError
+from voice_agent.providers.errors import ProviderError, report_failure
 from voice_agent.providers.llm import ChatMessage, LanguageModel, TextDelta, ToolCall
 from voice_agent.tenants import Tenant
 from voice_agent.tenants.data import TenantDB
@@ -115,10 +115,12 @@ class LlmDialog:
             if not spoken:
                 log.warning("%s: LLM failed before replying (%s); the embedded dialog "
                             "engine answers this turn", self.tenant.name, exc)
+                report_failure("llm", self.llm.name, exc, handled_by="rule engine")
                 fallback = await asyncio.to_thread(self.engine.reply, state, said)
                 yield fallback.text
                 return
             log.warning("%s: LLM failed mid-reply: %s", self.tenant.name, exc)
+            report_failure("llm", self.llm.name, exc, handled_by="apology")
             spoken.append(APOLOGY)
             yield APOLOGY
         text = " ".join(spoken)

@@ -7,17 +7,22 @@ all or nothing). For TTS it is a failure before the first audio chunk; a
 failure after audio started is raised, because another voice finishing the
 sentence would be worse than the short apology the conversation then speaks.
 The embedded models, when installed, are the chain's last member.
+
+A member that failed is skipped for ``cool_down`` seconds (not the last one,
+which is always tried): a server that hangs would otherwise cost every reply
+clause its full first-audio timeout before the fallback speaks.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
 from voice_agent.audio.frames import INTERNAL_RATE, Pcm16
-from voice_agent.providers.errors import ProviderError
+from voice_agent.providers.errors import ProviderError, report_failure
 from voice_agent.providers.stt import (
     SpeechToText,
     Transcript,
@@ -29,10 +34,26 @@ from voice_agent.providers.tts import TextToSpeech
 log = logging.getLogger(__name__)
 
 
+#: Seconds a failed member is skipped before it is tried again.
+COOL_DOWN = 10.0
+
+
 class _Members:
-    """Lifecycle a chain passes on to its members: load at start, close at stop."""
+    """What both chains share: which members to try now, and their lifecycle."""
 
     providers: list[Any]
+    cool_down: float
+    _down_until: dict[int, float]
+
+    def _candidates(self) -> list[tuple[int, Any]]:
+        """Members to try in order: those not cooling down, and always the last one."""
+        now = time.monotonic()
+        last = len(self.providers) - 1
+        return [(i, p) for i, p in enumerate(self.providers)
+                if i == last or self._down_until.get(i, 0.0) <= now]
+
+    def _mark_down(self, index: int) -> None:
+        self._down_until[index] = time.monotonic() + self.cool_down
 
     async def load(self) -> None:
         for provider in self.providers:
@@ -48,21 +69,27 @@ class _Members:
 class SttChain(_Members):
     """Speech-to-text providers in order; itself a :class:`SpeechToText`."""
 
-    def __init__(self, providers: Sequence[SpeechToText]) -> None:
+    def __init__(self, providers: Sequence[SpeechToText], cool_down: float = COOL_DOWN) -> None:
         if not providers:
             raise ValueError("an SttChain needs at least one provider")
         self.providers = list(providers)
         self.name = " > ".join(p.name for p in self.providers)
+        self.cool_down = cool_down
+        self._down_until = {}
 
     async def transcribe(self, pcm16k: Pcm16) -> Transcript:
-        for position, provider in enumerate(self.providers):
+        candidates = self._candidates()
+        for (index, provider), (_, after) in zip(candidates, [*candidates[1:], (-1, None)],
+                                                 strict=True):
             try:
                 return await provider.transcribe(pcm16k)
             except ProviderError as exc:
-                if position == len(self.providers) - 1:
+                if after is None:
                     raise
+                self._mark_down(index)
                 log.warning("STT %s failed, falling back to %s: %s", provider.name,
-                            self.providers[position + 1].name, exc)
+                            after.name, exc)
+                report_failure("stt", provider.name, exc, handled_by=after.name)
         raise AssertionError("unreachable")
 
     def stream(self, frames: AsyncIterator[Pcm16]) -> AsyncIterator[TranscriptEvent]:
@@ -78,15 +105,19 @@ class TtsChain(_Members):
 
     sample_rate = INTERNAL_RATE
 
-    def __init__(self, providers: Sequence[TextToSpeech]) -> None:
+    def __init__(self, providers: Sequence[TextToSpeech], cool_down: float = COOL_DOWN) -> None:
         if not providers:
             raise ValueError("a TtsChain needs at least one provider")
         self.providers = list(providers)
         self.name = " > ".join(p.name for p in self.providers)
         self.voice = self.providers[0].voice
+        self.cool_down = cool_down
+        self._down_until = {}
 
     async def stream(self, text: str) -> AsyncIterator[Pcm16]:
-        for position, provider in enumerate(self.providers):
+        candidates = self._candidates()
+        for (index, provider), (_, after) in zip(candidates, [*candidates[1:], (-1, None)],
+                                                 strict=True):
             yielded = False
             try:
                 async with aclosing(provider.stream(text)) as chunks:
@@ -95,7 +126,9 @@ class TtsChain(_Members):
                         yield chunk
                 return
             except ProviderError as exc:
-                if yielded or position == len(self.providers) - 1:
+                if yielded or after is None:
                     raise
+                self._mark_down(index)
                 log.warning("TTS %s failed before any audio, falling back to %s: %s",
-                            provider.name, self.providers[position + 1].name, exc)
+                            provider.name, after.name, exc)
+                report_failure("tts", provider.name, exc, handled_by=after.name)

@@ -8,8 +8,11 @@ message, and one mapping from httpx's exceptions to those kinds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import httpx
 
@@ -81,3 +84,23 @@ async def raise_for_status(stage: str, url: str, response: httpx.Response) -> No
     if response.is_error:
         excerpt = (await response.aread()).decode(errors="replace").strip()[:300]
         raise ProviderHttpError(stage, url, response.status_code, excerpt)
+
+
+#: Where provider failures of the current call are recorded (its CallRecord.errors).
+#: Providers are shared by every call, so a chain that falls back cannot know the
+#: call; the call's tasks carry its list in their context instead.
+call_failures: ContextVar[list[dict[str, Any]] | None] = ContextVar("call_failures",
+                                                                     default=None)
+
+
+def report_failure(stage: str, provider: str, exc: BaseException | str,
+                   *, handled_by: str = "") -> None:
+    """Note a failure in the current call's record, if a call is listening."""
+    failures = call_failures.get()
+    if failures is not None:
+        entry: dict[str, Any] = {"at": time.monotonic(), "stage": stage, "provider": provider,
+                                 "error": exc if isinstance(exc, str)
+                                 else f"{type(exc).__name__}: {exc}"}
+        if handled_by:
+            entry["handled_by"] = handled_by
+        failures.append(entry)

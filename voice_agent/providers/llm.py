@@ -54,6 +54,7 @@ from voice_agent.providers.errors import (
     ProviderTimeoutError,
     describe,
     raise_for_status,
+    report_failure,
 )
 from voice_agent.providers.http import PooledHttpClient
 
@@ -517,6 +518,7 @@ class FallbackChain:
                     raise
                 log.warning("%s failed before any output, falling back to %s: %s",
                             model.name, self.models[position + 1].name, exc)
+                report_failure("llm", model.name, exc, handled_by=self.models[position + 1].name)
 
 
 def _rebase(end: StreamEnd, offset: float) -> StreamEnd:
