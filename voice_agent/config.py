@@ -22,6 +22,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_ARI_USER = "voice_agent"
 DEV_ARI_PASSWORD = "voice_agent_secret"
 
+#: Conversations the embedded models hold on the reference 2-core box with V2V p95
+#: within 2 s (``voice-agent bench load --models embedded``); the default admission
+#: limit while STT or TTS is embedded.
+EMBEDDED_CONVERSATIONS = 8
+
 
 def check_provider_url(setting: str, url: str, *, tcp_ok: bool = True) -> None:
     """Raise ``ValueError`` naming ``setting`` unless ``url`` is a usable server URL."""
@@ -207,6 +212,21 @@ class Settings(BaseSettings):
         if self.reconnect_max < self.reconnect_initial:
             raise ValueError("reconnect_max must be >= reconnect_initial")
         return self
+
+    def call_limit(self) -> int:
+        """The admission limit in force: ``max_calls`` when set, else what the models hold.
+
+        With an embedded STT or TTS the models, not the media path, are the
+        bottleneck: past :data:`EMBEDDED_CONVERSATIONS` conversations on the
+        reference 2-core box their latency grows for every caller (``bench load
+        --models embedded``), so unset, the limit follows the provider mode and
+        callers beyond it hear the busy prompt instead of slowing everyone down.
+        """
+        if "max_calls" in self.model_fields_set or self.agent != "conversation":
+            return self.max_calls
+        if self.stt_url and self.tts_url:
+            return self.max_calls
+        return min(self.max_calls, EMBEDDED_CONVERSATIONS)
 
     def agi_audio_host_path(self) -> Path:
         """Where the agent finds ``agi_audio_dir``: inside the chroot unless overridden.

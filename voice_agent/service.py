@@ -85,10 +85,12 @@ async def running_agent(
         manager = SessionManager(ari, tenants, settings,
                                  media=media if agent is not None else None, agent=agent)
         manager.start()
-        log.info("voice agent: app %s on %s, agent %s, media %s, tenants %s, max %d calls",
+        limit = settings.call_limit()
+        log.info("voice agent: app %s on %s, agent %s, media %s, tenants %s, max %d calls%s",
                  settings.app_name, settings.ari_url, settings.agent,
                  settings.media_transport if agent else "none", ", ".join(tenants.names),
-                 settings.max_calls)
+                 limit, "" if limit == settings.max_calls else
+                 " (what the embedded models hold; VOICE_AGENT_MAX_CALLS overrides)")
         try:
             yield manager
         finally:

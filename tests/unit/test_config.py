@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from voice_agent.config import DEV_ARI_PASSWORD, Settings
+from voice_agent.config import DEV_ARI_PASSWORD, EMBEDDED_CONVERSATIONS, Settings
 
 
 @pytest.fixture(autouse=True)
@@ -142,3 +142,16 @@ def test_password_from_env_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> Non
     settings = Settings()
     assert settings.ari_secret() == "env-secret-123"
     assert "env-secret-123" not in repr(settings)
+
+
+def test_the_call_limit_follows_the_provider_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VOICE_AGENT_MAX_CALLS", raising=False)
+    embedded = Settings(_env_file=None, agent="conversation")
+    assert embedded.call_limit() == EMBEDDED_CONVERSATIONS < embedded.max_calls
+    servers = Settings(_env_file=None, agent="conversation", stt_url="tcp://stt:10300",
+                       tts_url="http://tts:8000/v1")
+    assert servers.call_limit() == servers.max_calls
+    assert Settings(_env_file=None, agent="echo").call_limit() == 50
+    assert Settings(_env_file=None, agent="conversation", max_calls=20).call_limit() == 20
+    monkeypatch.setenv("VOICE_AGENT_MAX_CALLS", "30")
+    assert Settings(_env_file=None, agent="conversation").call_limit() == 30

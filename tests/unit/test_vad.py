@@ -8,6 +8,7 @@ every event's frame index is known exactly. No assertion involves wall-clock tim
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +17,10 @@ import pytest
 from voice_agent.audio.frames import FRAME_SAMPLES, Pcm16
 from voice_agent.dev.sim import signals
 from voice_agent.providers.vad import (
+    BatchedSileroVad,
     Endpointer,
     EndpointerConfig,
+    SileroBatch,
     SileroVad,
     SpeechEnd,
     SpeechStart,
@@ -335,3 +338,41 @@ def test_config_rejects_inconsistent_values(fields: dict[str, object], message: 
 def test_webrtc_aggressiveness_is_validated() -> None:
     with pytest.raises(ValueError, match="0-3"):
         WebRtcVad(aggressiveness=4)
+
+
+# ---------------------------------------------------------------------------
+# Batched Silero (one model run for every call's window)
+# ---------------------------------------------------------------------------
+
+
+async def test_batched_silero_gives_each_call_exactly_its_own_probabilities() -> None:
+    """Three calls with different audio, frames interleaved as the frame loops run them:
+    batching must not mix calls' states or windows (same numbers as one call alone)."""
+    talk = signals.speech("Where is my order?")
+    clips = [np.concatenate([talk, np.zeros(24000, np.int16)]), signals.tone(300, 1.5),
+             np.zeros(24000, np.int16)]
+    batch = SileroBatch()
+    batched = [BatchedSileroVad(batch) for _ in clips]
+    alone = [SileroVad() for _ in clips]
+    frames = [list(iter_frames(clip))[:60] for clip in clips]
+    for index in range(60):
+        got = await asyncio.gather(*(vad.score(f[index]) for vad, f in zip(batched, frames,
+                                                                           strict=True)))
+        want = [vad.speech_probability(f[index]) for vad, f in zip(alone, frames, strict=True)]
+        assert got == pytest.approx(want, abs=1e-5), index
+    assert batch.windows_scored == 3 * batch.runs  # every run carried all three calls
+    assert batch.runs == 60 * 320 // 512  # 5 runs per 8 frames
+
+
+async def test_a_frame_loop_cancelled_mid_batch_does_not_break_the_others() -> None:
+    batch = SileroBatch()
+    first, second = BatchedSileroVad(batch), BatchedSileroVad(batch)
+    frame = signals.tone(300, 0.02)
+    cancelled = asyncio.create_task(first.score(np.concatenate([frame] * 2)[:320]))
+    await asyncio.sleep(0)
+    for _ in range(2):  # fill a window for both, then cancel one loop mid-run
+        task = asyncio.create_task(first.score(frame))
+        probability = await second.score(frame)
+        task.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert 0.0 <= probability <= 1.0 and batch.runs >= 1

@@ -135,7 +135,7 @@ class FastAgiServer:
         self._server: asyncio.Server | None = None
         self.sessions: dict[str, AgiSession] = {}
         #: Limit, drain, and finished calls and rejections: the same rules as the ARI agent.
-        self.admission = Admission(settings.max_calls, settings.busy_prompt, what="AGI call")
+        self.admission = Admission(settings.call_limit(), settings.busy_prompt, what="AGI call")
         self.completed = self.admission.completed
         self.rejected = self.admission.rejected
 

@@ -78,7 +78,7 @@ class SessionManager:
         #: Live sessions by caller channel id.
         self.sessions: dict[str, CallSession] = {}
         #: Limit, drain, and finished calls and rejections (newest last, bounded).
-        self.admission = Admission(settings.max_calls, settings.busy_prompt)
+        self.admission = Admission(settings.call_limit(), settings.busy_prompt)
         self.completed = self.admission.completed
         self.rejected = self.admission.rejected
         #: Channels the agent created itself (externalMedia, snoop): not callers.

@@ -1,13 +1,16 @@
-"""What the agent process reports about its own media timing (for benchmarks).
+"""What the agent process reports about itself (for benchmarks and soak tests).
 
-``voice-agent serve --stats-file F`` writes this on shutdown, so a benchmark
-can read the agent's side (tick lateness on the media clock) without sharing
-its process.
+``voice-agent serve --stats-file F`` rewrites this every few seconds and on
+shutdown, so a benchmark can read the agent's side (tick lateness on the media
+clock, live calls, asyncio tasks, open file descriptors) without sharing its
+process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,11 @@ LATE_THRESHOLD = 0.005  # a frame sent > 5 ms after its deadline counts as late
 def media_stats(manager: SessionManager) -> dict[str, Any]:
     """Media clock lateness percentiles and late-frame share, plus call counters."""
     stats: dict[str, Any] = {"calls_total": manager.calls_total,
-                             "rejected": len(manager.rejected)}
+                             "rejected": len(manager.rejected),
+                             "live_calls": len(manager.sessions),
+                             "tasks": len(asyncio.all_tasks()),
+                             "fds": _open_fds(),
+                             "errors": sum(len(r.errors) for r in manager.completed)}
     rtp = manager.media.rtp_server if manager.media is not None else None
     if rtp is not None and rtp.clock.stats.lateness:
         late = np.asarray(rtp.clock.stats.lateness)
@@ -39,5 +46,22 @@ def media_stats(manager: SessionManager) -> dict[str, Any]:
     return stats
 
 
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux
+        return None
+
+
 def write(manager: SessionManager, path: Path) -> None:
-    path.write_text(json.dumps(media_stats(manager), indent=2))
+    """Replace ``path`` atomically, so a reader never sees half a file."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(media_stats(manager), indent=2))
+    partial.replace(path)
+
+
+async def keep_writing(manager: SessionManager, path: Path, interval: float = 5.0) -> None:
+    """Rewrite the stats every ``interval`` seconds until cancelled (soak time series)."""
+    while True:
+        await asyncio.sleep(interval)
+        write(manager, path)

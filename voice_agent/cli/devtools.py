@@ -413,6 +413,46 @@ def bench_speech() -> None:
     console.print(f"→ {speech.save(result)}")
 
 
+@bench_app.command("load")
+def bench_load(
+    calls: Annotated[list[int], typer.Option(help="Concurrent conversations (repeatable).")]
+    = [10],  # noqa: B006
+    seconds: Annotated[float | None, typer.Option(
+        help="How long each run holds the load (default 60 s; 30 min with --soak).")] = None,
+    models: Annotated[str, typer.Option(
+        help="embedded: the real embedded models; fake: FAKE OpenAI-compatible servers "
+        "with fixed latencies (the agent's own overhead).")] = "fake",
+    soak: Annotated[bool, typer.Option(
+        help="Replace finished calls to hold N up, sample RSS/tasks/fds/channels.")] = False,
+    transport: Annotated[str, typer.Option(help="rtp (late frames measured) or websocket.")]
+    = "rtp",
+) -> None:
+    """N scripted conversations at once through Asterisk: V2V, barge-in, CPU, memory."""
+    from voice_agent.dev.bench import load
+
+    settings = settings_from_env()
+    local = _local_asterisk(settings)
+    try:
+        local.up()
+    except LocalAsteriskError as exc:
+        raise fail(str(exc)) from exc
+    hold = seconds if seconds is not None else (load.SOAK_SECONDS if soak else 60.0)
+    for n in calls:
+        console.print(f"[cyan]bench[/cyan] load: {n} conversations, models {models}, "
+                      f"{hold:.0f} s{' (soak)' if soak else ''}")
+        result = asyncio.run(load.run(settings, n, hold, models, local.pid(), soak=soak,
+                                      transport=transport,
+                                      progress=lambda m: console.print(f"  {m}")))
+        path = load.save(result)
+        v2v, over = result["v2v_p95_s"], result["overhead_p95_s"]
+        console.print(
+            f"  {result['completed']}/{result['conversations']} completed, {result['turns']} "
+            f"turns · V2V p95 {v2v if v2v is None else f'{v2v:.2f} s'}"
+            + (f" (overhead p95 {over:.2f} s)" if over is not None else "")
+            + f" · agent {result['agent_cpu_pct']:.0f}% · callers "
+            f"{result['caller_cpu_pct']:.0f}% → {path}")
+
+
 @bench_app.command("micro")
 def bench_micro(
     what: Annotated[list[str] | None, typer.Argument(

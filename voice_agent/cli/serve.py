@@ -37,7 +37,8 @@ def serve(
     transport: Annotated[str | None, typer.Option(
         help="Media transport: websocket | rtp (VOICE_AGENT_MEDIA_TRANSPORT).")] = None,
     stats_file: Annotated[Path | None, typer.Option(
-        help="On exit, write media timing stats (JSON) here (used by benchmarks).")] = None,
+        help="Write media timing, task and fd stats (JSON) here every 5 s and on exit "
+        "(used by benchmarks).")] = None,
 ) -> None:
     """Answer calls in the Stasis app until SIGINT/SIGTERM (graceful drain on stop)."""
     settings = settings_from_env(max_calls=max_calls, agent=agent, echo_delay_ms=echo_delay_ms,
@@ -55,8 +56,12 @@ def serve(
                 logging.info("ready: waiting for calls (Ctrl-C to stop)")
             # systemd Type=notify: ready once ARI is connected, however late that is.
             ready = asyncio.create_task(_notify_when_connected(manager))
+            writer = (asyncio.create_task(media_stats.keep_writing(manager, stats_file))
+                      if stats_file is not None else None)
             await stop.wait()
             ready.cancel()
+            if writer is not None:
+                writer.cancel()
             sd_notify.notify("STOPPING=1")
             logging.info("stopping: %d live call(s)", len(manager.sessions))
         if stats_file is not None:

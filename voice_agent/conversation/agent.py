@@ -52,11 +52,12 @@ from voice_agent.providers.llm import LanguageModel
 from voice_agent.providers.stt import SpeechToText, Transcript
 from voice_agent.providers.tts import PromptCache, TextToSpeech, split_for_speech
 from voice_agent.providers.vad import (
+    BatchedSileroVad,
     Endpointer,
     EndpointerConfig,
-    SileroVad,
     SpeechEnd,
     VoiceActivityDetector,
+    score,
 )
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import TenantDB
@@ -90,7 +91,7 @@ class ConversationAgent:
         endpointer: EndpointerConfig | None = None,
         prompts: PromptCache | None = None,
         barge_in: BargeInConfig | None = None,
-        vad: Callable[[], VoiceActivityDetector] = SileroVad,
+        vad: Callable[[], VoiceActivityDetector] = BatchedSileroVad,
         speculate_after_ms: int = 200,
         llm: LanguageModel | None = None,
         per_tenant: Mapping[str, ProviderSet] | None = None,
@@ -230,14 +231,14 @@ class _Call:
                 now = self.agent._clock()
                 missing = int((now - last) / FRAME_SECONDS)
                 for _ in range(missing):
-                    self._hear(SILENT_FRAME, now)
+                    await self._hear(SILENT_FRAME, now)
                 last += missing * FRAME_SECONDS
                 continue
             last = frame.arrival
-            self._hear(frame.pcm, frame.arrival)
+            await self._hear(frame.pcm, frame.arrival)
 
-    def _hear(self, pcm: np.ndarray, arrival: float) -> None:
-        probability = self.vad.speech_probability(pcm)
+    async def _hear(self, pcm: np.ndarray, arrival: float) -> None:
+        probability = await score(self.vad, pcm)  # batched with the other calls' frames
         event = self.endpointer.process(pcm, probability)
         if self.call.state in TALKING:
             cut = self.barge_in.process(pcm, probability, self._agent_level(), arrival)

@@ -24,16 +24,16 @@ class PooledHttpClient:
     stage = "model"
 
     async def probe(self) -> None:
-        """``GET {base_url}/models``: any answer below 500 means the server is up.
+        """``GET {base_url}/models``: the server is up and takes our key.
 
-        Speech servers often lack ``/models`` (404) and some want a key for it
-        (401): both still prove a live server at that address. Raises a
-        :class:`~voice_agent.providers.errors.ProviderError` otherwise.
+        Speech servers often lack ``/models``: a 404 still proves a live server
+        at that address. 401/403 (a wrong or missing key) and 5xx raise a
+        :class:`~voice_agent.providers.errors.ProviderError`, as does no answer.
         """
         url = self.base_url + "/models"
         with http_errors(self.stage, url):
             response = await self._http.get(url)
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code in (401, 403):
             await raise_for_status(self.stage, url, response)
 
     async def __aenter__(self) -> Self:

@@ -160,16 +160,24 @@ def machine() -> dict[str, Any]:
 
 
 class AgentProcess:
-    """``voice-agent serve --agent echo`` as a child process."""
+    """``voice-agent serve`` as a child process (the echo agent unless ``agent`` says).
 
-    def __init__(self, settings: Settings, transport: str, calls: int, stats: Path) -> None:
+    ``env`` adds settings (``VOICE_AGENT_*``) for the child only; ``ready_timeout``
+    covers loading models.
+    """
+
+    def __init__(self, settings: Settings, transport: str, calls: int, stats: Path, *,
+                 agent: str = "echo", env: dict[str, str] | None = None,
+                 ready_timeout: float = 60.0) -> None:
         # VOICE_AGENT_BENCH_PROFILE=FILE runs the agent under cProfile (hot-path hunting).
         profile = os.environ.get("VOICE_AGENT_BENCH_PROFILE")
         profiler = ["-m", "cProfile", "-o", profile] if profile else []
-        self.cmd = [sys.executable, *profiler, "-m", "voice_agent.cli", "serve", "--agent", "echo",
+        self.cmd = [sys.executable, *profiler, "-m", "voice_agent.cli", "serve", "--agent", agent,
                     "--transport", transport, "--max-calls", str(calls + 20),
                     "--drain-seconds", "0", "--stats-file", str(stats)]
         self.settings = settings
+        self.env = dict(env or {})
+        self.ready_timeout = ready_timeout
         self.process: asyncio.subprocess.Process | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="va-agent-")
 
@@ -182,19 +190,20 @@ class AgentProcess:
         ready = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         ready.bind(str(notify_path))
         ready.setblocking(False)
-        env = {**os.environ, "VOICE_AGENT_LOG_LEVEL": "WARNING", "NOTIFY_SOCKET": str(notify_path)}
+        env = {**os.environ, "VOICE_AGENT_LOG_LEVEL": "WARNING", **self.env,
+               "NOTIFY_SOCKET": str(notify_path)}
         self.process = await asyncio.create_subprocess_exec(*self.cmd, env=env)
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(self.ready_timeout):
                 while b"READY=1" not in await loop.sock_recv(ready, 256):
                     pass
         except BaseException as exc:
             self.process.kill()
             await self.process.wait()
             if isinstance(exc, TimeoutError):
-                raise RuntimeError("the agent did not report ready within 60 s "
-                                   "(see its log above)") from None
+                raise RuntimeError(f"the agent did not report ready within "
+                                   f"{self.ready_timeout:.0f} s (see its log above)") from None
             raise
         finally:
             ready.close()
