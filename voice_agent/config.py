@@ -145,6 +145,9 @@ class Settings(BaseSettings):
         "model, and the embedded dialog engine answers any turn the server fails.")
     llm_model: str = Field("", description="Model name the LLM server expects.")
     llm_api_key: SecretStr | None = Field(None, description="Bearer token for the LLM server.")
+    llm_max_tokens: int = Field(
+        120, ge=1, description="Longest reply the LLM may write, in tokens: a phone reply is "
+        "short, and a small model left unbounded can talk for minutes.")
     llm_first_token_timeout: float = Field(
         3.0, gt=0, description="Seconds to wait for the model's first token before the "
         "embedded engine answers instead (the caller is waiting).")

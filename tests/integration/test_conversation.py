@@ -54,7 +54,7 @@ async def test_healthplus_books_an_appointment_that_is_then_in_the_database(
 ) -> None:
     async with talk_to("18005555678") as talk:
         await talk.caller.run([
-            Step("I would like to book an appointment next Monday at three PM "
+            Step("I would like an appointment next Monday at three PM "
                  "at the downtown clinic."),
         ])
         [*_, confirm] = await talk.caller.finish()
@@ -197,7 +197,7 @@ async def test_replies_come_from_the_llm_server_when_one_is_configured(
 ) -> None:
     """A real OpenAI-compatible server (llama-server + SmolLM2) writes the reply, streamed."""
     async with talk_to("18005551234", llm_url=llm_server.base_url,
-                       llm_model=llm_server.model) as talk:
+                       llm_model=llm_server.model, llm_max_tokens=60) as talk:
         await talk.caller.run([Step("What are your opening hours?")])
         [*_, answer] = await talk.caller.finish()
         turn = talk.session.record.turns[-1]

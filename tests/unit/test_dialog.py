@@ -44,7 +44,10 @@ def test_normalize(text: str, norm: str) -> None:
 @pytest.mark.parametrize(
     ("norm", "digits"),
     [("order 1 2 3 4 5", "12345"), ("order 123 45 please", "12345"), ("12345", "12345"),
-     ("order 1 2 3", None), ("at 3 pm", None)],
+     ("order 1 2 3", None), ("at 3 pm", None),
+     # what Whisper writes for "one two three four five" over a phone line
+     ("where in my order 1 to 3 4 5", "12345"), ("order 9 8 7 for 3", "98743"),
+     ("from 3 to 5 pm", None), ("order 12 to 34", None)],
 )
 def test_digit_run(norm: str, digits: str | None) -> None:
     assert digit_run(norm) == digits

@@ -85,6 +85,7 @@ def test_urls_pick_the_protocol_and_keep_the_embedded_model_behind() -> None:
     assert isinstance(stt.providers[0], WyomingStt) and stt.providers[1].name == "whisper"
     assert isinstance(tts.providers[0], OpenAiTts) and tts.providers[0].voice == "nova"
     assert isinstance(providers.default.llm, OpenAiChat)
+    assert providers.default.llm.max_tokens == 120  # a phone reply is short
     assert len(providers.remotes) == 3
 
 

@@ -167,7 +167,7 @@ def demo_scripts() -> dict[str, list[Step]]:
 
     return {
         "18005551234": [Step("Where is my order one two three four five?")],
-        "18005555678": [Step("I would like to book an appointment next Monday at three PM "
+        "18005555678": [Step("I would like an appointment next Monday at three PM "
                              "at the downtown clinic."), Step("Yes please.")],
         "18005559999": [Step("I would like to register for a course."), Step(dtmf="1"),
                         Step("Yes.")],

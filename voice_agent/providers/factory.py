@@ -212,7 +212,8 @@ class Providers:
                              connect_timeout=s.provider_connect_timeout)
         return OpenAiChat(spec.url, spec.model, api_key=spec.api_key,
                           connect_timeout=s.provider_connect_timeout,
-                          first_token_timeout=s.llm_first_token_timeout, max_retries=0)
+                          first_token_timeout=s.llm_first_token_timeout, max_retries=0,
+                          max_tokens=s.llm_max_tokens)
 
     def _whisper(self) -> SpeechToText:
         if self._embedded_stt is None:

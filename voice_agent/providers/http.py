@@ -23,6 +23,12 @@ class PooledHttpClient:
     base_url: str
     stage = "model"
 
+    def _open(self, base_url: str, api_key: str | None, timeout: httpx.Timeout) -> None:
+        """Set ``base_url`` and the pooled client (the key only ever as a bearer header)."""
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(timeout=timeout, headers=headers)
+
     async def probe(self) -> None:
         """``GET {base_url}/models``: the server is up and takes our key.
 

@@ -349,9 +349,11 @@ class OpenAiChat(PooledHttpClient):
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        # Reads are bounded by our own first-token and idle deadlines, not httpx's.
+        self._open(base_url, api_key, httpx.Timeout(
+            connect=connect_timeout, read=None, write=connect_timeout, pool=connect_timeout))
         self.url = self.base_url + "/chat/completions"
-        self.name = f"{model}@{base_url.rstrip('/')}"
+        self.name = f"{model}@{self.base_url}"
         self.first_token_timeout = first_token_timeout
         self.idle_timeout = idle_timeout
         self.max_retries = max_retries
@@ -359,12 +361,6 @@ class OpenAiChat(PooledHttpClient):
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # Reads are bounded by our own first-token and idle deadlines, not httpx's.
-        timeout = httpx.Timeout(
-            connect=connect_timeout, read=None, write=connect_timeout, pool=connect_timeout
-        )
-        self._http = httpx.AsyncClient(timeout=timeout, headers=headers)
 
     async def stream(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] | None = None

@@ -437,13 +437,10 @@ class OpenAiStt(PooledHttpClient):
         self.model = model
         self.language = language
         self.partial_interval = partial_interval
-        self.base_url = base_url.rstrip("/")
+        self._open(base_url, api_key, httpx.Timeout(timeout, connect=connect_timeout))
         self.name = f"openai-stt@{self.base_url}"
         self._url = self.base_url + "/audio/transcriptions"
         self._timeout = timeout
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=connect_timeout),
-                                       headers=headers)
 
     async def transcribe(self, pcm16k: Pcm16) -> Transcript:
         start = time.perf_counter()

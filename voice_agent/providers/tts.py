@@ -337,13 +337,10 @@ class OpenAiTts(PooledHttpClient):
         self.voice = voice
         self.response_format = response_format
         self.server_sample_rate = server_sample_rate
-        self.base_url = base_url.rstrip("/")
+        self._open(base_url, api_key, httpx.Timeout(timeout, connect=connect_timeout))
         self.name = f"openai-tts@{self.base_url}"
         self._url = self.base_url + "/audio/speech"
         self._timeout = timeout
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=connect_timeout),
-                                       headers=headers)
 
     async def stream(self, text: str) -> AsyncIterator[Pcm16]:
         resampler: Resampler | None = None

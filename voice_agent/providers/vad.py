@@ -171,6 +171,16 @@ class SileroVad:
         self._probability = 0.0
 
     def speech_probability(self, frame: Pcm16) -> float:
+        for _ in self._full_windows(frame):
+            output, self._state = self._session.run(
+                ["output", "stateN"],
+                {"input": self._input, "state": self._state, "sr": _SILERO_RATE},
+            )
+            self._probability = float(output[0, 0])
+        return self._probability
+
+    def _full_windows(self, frame: Pcm16) -> Iterator[None]:
+        """Buffer ``frame``; pause each time ``self._input`` holds a full window to score."""
         samples = check_frame(frame).astype(np.float32) / 32768.0
         while len(samples):
             start = _SILERO_CONTEXT + self._pending
@@ -179,17 +189,9 @@ class SileroVad:
             samples = samples[take:]
             self._pending += take
             if self._pending == _SILERO_WINDOW:
-                self._probability = self._run_window()
-        return self._probability
-
-    def _run_window(self) -> float:
-        output, self._state = self._session.run(
-            ["output", "stateN"],
-            {"input": self._input, "state": self._state, "sr": _SILERO_RATE},
-        )
-        self._input[0, :_SILERO_CONTEXT] = self._input[0, -_SILERO_CONTEXT:]
-        self._pending = 0
-        return float(output[0, 0])
+                yield
+                self._input[0, :_SILERO_CONTEXT] = self._input[0, -_SILERO_CONTEXT:]
+                self._pending = 0
 
 
 class SileroBatch:
@@ -263,18 +265,9 @@ class BatchedSileroVad(SileroVad):
         self._batch = batch or _BATCH
 
     async def score(self, frame: Pcm16) -> float:
-        samples = check_frame(frame).astype(np.float32) / 32768.0
-        while len(samples):
-            start = _SILERO_CONTEXT + self._pending
-            take = min(_SILERO_WINDOW - self._pending, len(samples))
-            self._input[0, start : start + take] = samples[:take]
-            samples = samples[take:]
-            self._pending += take
-            if self._pending == _SILERO_WINDOW:
-                self._probability, self._state = await self._batch.submit(
-                    self._input.copy(), self._state)
-                self._input[0, :_SILERO_CONTEXT] = self._input[0, -_SILERO_CONTEXT:]
-                self._pending = 0
+        for _ in self._full_windows(frame):
+            self._probability, self._state = await self._batch.submit(
+                self._input.copy(), self._state)
         return self._probability
 
 
