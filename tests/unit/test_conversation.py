@@ -346,3 +346,17 @@ async def test_the_watchdog_frees_a_call_stuck_on_a_hanging_provider(
     await until(lambda: session.state is S.LISTENING and line.queued_frames == 0)
     await line.say(0.4, -20.0, then_silence=0.6)  # the call still takes turns afterwards
     assert session.state is S.THINKING
+
+
+async def test_speech_that_transcribes_to_nothing_is_asked_again(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call("", "")
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.15, -20.0, then_silence=0.6)  # a click the VAD took for speech
+    await until(lambda: len(line.stt.heard) == 1 and session.state is S.LISTENING)
+    assert not session.record.turns and line.stt.heard[0] < 0.6  # ignored
+    await line.say(0.8, -20.0, then_silence=0.6)  # real speech the model could not read
+    await until(lambda: "played" in next(iter(session.record.turns), {}))
+    (turn,) = session.record.turns
+    assert turn["heard"] == "" and turn["reply"].startswith("Sorry, I didn't")

@@ -65,6 +65,8 @@ from voice_agent.tenants.data import TenantDB
 log = logging.getLogger(__name__)
 
 IDLE_TICK = 0.1  # how long without a frame before the silence is accounted for
+#: An utterance this long that transcribes to nothing gets "sorry, I didn't catch that".
+REPROMPT_AFTER_SAMPLES = int(0.6 * INTERNAL_RATE)
 SILENT_FRAME = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 #: States in which the agent's voice is on the line and the caller may barge in.
 TALKING = frozenset({CallState.GREETING, CallState.SPEAKING})
@@ -317,12 +319,16 @@ class _Call:
         turn["heard"] = transcript.text
         if transcript.text.strip():
             await self._respond(transcript.text, turn)
+        elif len(utterance.audio) >= REPROMPT_AFTER_SAMPLES:
+            # Speech the model could not make out: ask again rather than leave the caller
+            # waiting in silence for an answer that will never come.
+            await self._respond("", turn)
         else:
-            self.call.transition(CallState.LISTENING)
+            self.call.transition(CallState.LISTENING)  # a click or a cough: ignore it
 
     async def _respond(self, said: str, turn: dict[str, Any]) -> None:
         self.record.turns.append(turn)
-        if self.llm is not None and "dtmf" not in turn:  # keys stay with the engine (#, 0)
+        if self.llm is not None and "dtmf" not in turn and said:  # keys, "what?": the engine
             turn["llm"] = True
             self.stage = "llm"
             await self._say(self.llm.reply(self.state, said), cached=False, turn=turn)
