@@ -43,6 +43,8 @@ from voice_agent.audio.wav import wav_bytes
 from voice_agent.calls.record import TENANT_VARIABLE, CallState
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import CONFIG_DIR
+from voice_agent.dialog.llm_dialog import APOLOGY
+from voice_agent.providers.errors import ProviderConnectionError
 from voice_agent.providers.stt import Transcript
 from voice_agent.tenants.data import open_db
 
@@ -664,3 +666,29 @@ async def test_a_busy_port_or_a_misplaced_audio_dir_is_a_clear_error(tmp_path: P
         with pytest.raises(AgiError, match=f"cannot serve FastAGI on 127.0.0.1:{first.port}"):
             async with running_agi_server(settings, services=services, port=first.port):
                 pass
+
+
+class FlakyStt(ScriptedStt):
+    """Fails its first transcription the way a dead STT server does."""
+
+    async def transcribe(self, pcm16k: np.ndarray) -> Transcript:
+        if not self.calls:
+            self.calls.append(len(pcm16k))
+            raise ProviderConnectionError("cannot reach STT server at tcp://stt:10300")
+        return await super().transcribe(pcm16k)
+
+
+async def test_a_failed_provider_is_apologised_for_and_the_call_goes_on(agi_server) -> None:
+    stt, tts = FlakyStt([ORDER_QUESTION]), ToneTts()
+    async with agi_server(stt, tts) as (server, host_dir):
+        fake = FakeAsterisk(server.port, host_dir,
+                            hooks={"RECORD FILE": [speak, speak, hang_up_recording]})
+        await fake.call()
+        await ended(server)
+    assert tts.said[1] == APOLOGY and "shipped" in tts.said[2]
+    record = server.completed[-1]
+    (error,) = record.errors
+    assert error["stage"] == "stt" and error["handled_by"] == "apology"
+    assert "cannot reach STT server" in error["error"]
+    assert record.turns[-1]["heard"] == ORDER_QUESTION
+    assert record.end_reason == "caller hung up"

@@ -17,6 +17,7 @@ from wyoming.info import Info
 
 from tests.helpers import closed_port_url, sine
 from voice_agent.config import Settings
+from voice_agent.conversation.agent import ConversationAgent
 from voice_agent.dev.sim.signals import dominant_frequency
 from voice_agent.providers.chain import SttChain, TtsChain
 from voice_agent.providers.errors import (
@@ -298,3 +299,19 @@ async def test_the_last_member_is_tried_even_when_it_failed_recently() -> None:
         with pytest.raises(ProviderConnectionError):
             await chain.transcribe(np.zeros(160, np.int16))
     assert only.calls == 2
+
+
+async def test_the_agent_closes_every_server_client_at_shutdown(db: Any) -> None:
+    closed: list[str] = []
+
+    class Client(FailingStt):
+        async def aclose(self) -> None:
+            closed.append(self.name)
+
+    chain = SttChain([Client("stt-server"), FailingStt("embedded")])
+    tts = TtsChain([ChunkTts("tts", 1)])
+    llm = Client("llm-server")
+    agent = ConversationAgent(TenantRegistry.load(), db, chain, tts,  # type: ignore[arg-type]
+                              llm=llm)  # type: ignore[arg-type]
+    await agent.aclose()
+    assert sorted(closed) == ["llm-server", "stt-server"]

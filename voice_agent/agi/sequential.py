@@ -48,7 +48,9 @@ from voice_agent.agi.channel import AgiChannel
 from voice_agent.agi.protocol import ESCAPE_DIGITS
 from voice_agent.calls.record import CallRecord, CallState
 from voice_agent.dialog.engine import DialogEngine
+from voice_agent.dialog.llm_dialog import APOLOGY
 from voice_agent.dialog.state import DialogState
+from voice_agent.providers.errors import ProviderError, call_failures, report_failure
 from voice_agent.providers.stt import SpeechToText
 from voice_agent.providers.tts import PromptCache, TextToSpeech
 from voice_agent.tenants import Tenant
@@ -77,10 +79,17 @@ class SpeechServices:
         return list(models.values())
 
     async def warm_up(self) -> None:
-        """Load the models at start, so the first caller does not wait for them."""
+        """Load the models at start, so the first caller does not wait for them, and
+        have the apology ready in every voice (what a caller hears when providers fail)."""
         for model in self._models():
             if (load := getattr(model, "load", None)) is not None:
                 await load()
+        voices = {id(tts): tts for tts in [self.tts, *(t for _, t in self.per_tenant.values())]}
+        for tts in voices.values():
+            try:
+                await self.prompts.get(tts, APOLOGY)
+            except ProviderError as exc:
+                log.error("cannot pre-synthesize the apology with %s: %s", tts.name, exc)
 
     async def aclose(self) -> None:
         """Close every server client (the server calls this at shutdown)."""
@@ -116,35 +125,55 @@ class AgiConversation:
         self._on_state = on_state
         self.engine = DialogEngine(tenant, services.db)
         self.stt, self.tts = services.speech_for(tenant.name)
+        #: The stage of the turn ("stt", "tts"): what a provider failure is blamed on.
+        self.stage = "tts"
         self.state = DialogState(caller_id=record.caller or "anonymous")
         #: (context, extension) once the caller was handed to a person.
         self.transferred_to: tuple[str, str] | None = None
 
     async def run(self) -> None:
+        call_failures.set(self.record.errors)  # providers report into this call's record
         self._on_state(CallState.GREETING)
         greeting = self.engine.greet(self.state)
         key = await self._say(greeting.text, {}, cached=True)
         self._on_state(CallState.LISTENING)
         while True:
-            if key is not None:
-                turn: dict[str, Any] = {"dtmf": key}
-                said = key
-            else:
-                turn, said, key = await self._listen()
-                if key is not None or not said:
-                    continue
-            self.record.turns.append(turn)
-            reply = await asyncio.to_thread(self.engine.reply, self.state, said)
-            turn["reply_ready"] = time.monotonic()
-            turn["reply"] = reply.text
-            turn["intent"] = reply.intent
-            key = await self._say(reply.text, turn, cached=False)
-            if reply.transfer and self.tenant.operator_extension:
-                await self._transfer(self.tenant.operator_context, self.tenant.operator_extension)
+            try:
+                key, finished = await self._turn(key)
+            except ProviderError as exc:
+                # Every provider of the chain failed: say so and listen again (the
+                # apology was synthesized at start), rather than drop the caller.
+                provider = self.stt.name if self.stage == "stt" else self.tts.name
+                report_failure(self.stage, provider, exc, handled_by="apology")
+                log.error("agi call %s: %s provider %s failed: %s; apologising",
+                          self.record.session_id, self.stage, provider, exc)
+                key = await self._say(APOLOGY, {}, cached=True)
+                finished = False
+            if finished:
                 return
-            if reply.done:
-                self.record.end_reason = "agent ended the call"
-                return
+
+    async def _turn(self, key: str | None) -> tuple[str | None, bool]:
+        """One caller turn and the reply: (a key pressed meanwhile, whether the call is done)."""
+        if key is not None:
+            turn: dict[str, Any] = {"dtmf": key}
+            said = key
+        else:
+            turn, said, key = await self._listen()
+            if key is not None or not said:
+                return key, False
+        self.record.turns.append(turn)
+        reply = await asyncio.to_thread(self.engine.reply, self.state, said)
+        turn["reply_ready"] = time.monotonic()
+        turn["reply"] = reply.text
+        turn["intent"] = reply.intent
+        key = await self._say(reply.text, turn, cached=False)
+        if reply.transfer and self.tenant.operator_extension:
+            await self._transfer(self.tenant.operator_context, self.tenant.operator_extension)
+            return None, True
+        if reply.done:
+            self.record.end_reason = "agent ended the call"
+            return None, True
+        return key, False
 
     async def _listen(self) -> tuple[dict[str, Any], str, str | None]:
         """Record one caller turn and transcribe it: (turn, transcript, key pressed)."""
@@ -166,6 +195,7 @@ class AgiConversation:
         }
         if not has_speech(pcm):
             return turn, "", None
+        self.stage = "stt"
         transcript = await self.stt.transcribe(pcm)
         turn["stt_final"] = time.monotonic()
         turn["heard"] = transcript.text
@@ -174,6 +204,7 @@ class AgiConversation:
     async def _say(self, text: str, turn: dict[str, Any], *, cached: bool) -> str | None:
         """Synthesise ``text`` into a file and play it; returns the key that stopped it."""
         tts, prompts = self.tts, self.services.prompts
+        self.stage = "tts"
         chunks = prompts.stream(tts, text) if cached else tts.stream(text)
         async with contextlib.aclosing(chunks) as stream:
             pcm = [chunk async for chunk in stream]
