@@ -451,6 +451,7 @@ def bench_load(
             + (f" (overhead p95 {over:.2f} s)" if over is not None else "")
             + f" · agent {result['agent_cpu_pct']:.0f}% · callers "
             f"{result['caller_cpu_pct']:.0f}% → {path}")
+    console.print(load.summary(), markup=False)
 
 
 @bench_app.command("micro")

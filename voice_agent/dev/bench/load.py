@@ -460,3 +460,34 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     right.set_title("over time")
     figure.tight_layout()
     return write_result(figure, result, results, stem)
+
+
+SUMMARY_COLUMNS = [
+    ("models", "models_mode", "{}"), ("calls", "calls", "{}"),
+    ("completed/conversations", None, "{}"), ("turns", "turns", "{}"),
+    ("V2V p50", "v2v_p50_s", "{:.2f} s"), ("V2V p95", "v2v_p95_s", "{:.2f} s"),
+    ("overhead p50", "overhead_p50_s", "{:.2f} s"), ("overhead p95", "overhead_p95_s", "{:.2f} s"),
+    ("barge-in stop p95", "barge_in_stop_p95_s", "{:.2f} s"), ("late", "late_pct", "{:.2f} %"),
+    ("lost", "lost_pct", "{:.2f} %"), ("agent CPU", "agent_cpu_pct", "{:.0f} %"),
+    ("Asterisk CPU", "asterisk_cpu_pct", "{:.0f} %"), ("callers CPU", "caller_cpu_pct", "{:.0f} %"),
+    ("RSS/call", "rss_mb_per_call", "{:.1f} MB"), ("commit", "commit", "{}"),
+]
+
+
+def summary(results: Path = RESULTS) -> str:
+    """A markdown table of every non-soak ``load-*.json``, models then calls."""
+    rows = []
+    for path in sorted(results.glob("load-*.json")):
+        result = json.loads(path.read_text())
+        if result.get("soak"):
+            continue
+        cells = []
+        for _, key, fmt in SUMMARY_COLUMNS:
+            value = (f"{result['completed']}/{result['conversations']}" if key is None
+                     else result.get(key))
+            cells.append("–" if value is None else fmt.format(value))
+        rows.append((result["models_mode"], result["calls"], cells))
+    header = "| " + " | ".join(name for name, _, _ in SUMMARY_COLUMNS) + " |"
+    rule = "|" + "---|" * len(SUMMARY_COLUMNS)
+    lines = [header, rule] + ["| " + " | ".join(cells) + " |" for *_, cells in sorted(rows)]
+    return "\n".join(lines)
