@@ -165,18 +165,16 @@ class LoadAudio(RtpCallAudio):
 
     async def onset_after(self, t: float, timeout: float = TURN_TIMEOUT_S) -> float:
         """The first agent speech onset after ``t``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                later = [o for o in self.onsets if o > t]
-                if later:
-                    return later[0]
-                await self.next_change(timeout)
+        return await self._first_after(self.onsets, t, timeout)
 
     async def offset_after(self, t: float, timeout: float = TURN_TIMEOUT_S) -> float:
         """The end (last loud packet) of agent speech that was still going after ``t``."""
+        return await self._first_after(self.offsets, t, timeout)
+
+    async def _first_after(self, times: list[float], t: float, timeout: float) -> float:
         async with asyncio.timeout(timeout):
             while True:
-                later = [o for o in self.offsets if o > t]
+                later = [x for x in times if x > t]
                 if later:
                     return later[0]
                 await self.next_change(timeout)
