@@ -27,7 +27,7 @@ from voice_agent.providers.errors import (
     ProviderStreamError,
     ProviderTimeoutError,
 )
-from voice_agent.providers.factory import Providers
+from voice_agent.providers.factory import Providers, StageSpec
 from voice_agent.providers.llm import OpenAiChat
 from voice_agent.providers.stt import OpenAiStt, Transcript
 from voice_agent.providers.tts import OpenAiTts
@@ -106,6 +106,14 @@ def test_timeouts_come_from_settings() -> None:
     assert isinstance(stt, WyomingStt) and isinstance(tts, WyomingTts)
     assert (stt.connect_timeout, stt.first_result_timeout) == (0.7, 1.5)
     assert (tts.connect_timeout, tts.first_result_timeout, tts.idle_timeout) == (0.7, 0.9, 0.9)
+
+
+def test_a_tenant_overriding_one_stage_shares_the_others_with_their_keys() -> None:
+    providers = Providers(Settings(tts_url="http://tts:8000/v1", tts_api_key="k1"),
+                          tenants_with(techstore={"llm": {"url": "http://llm:8000/v1"}}))
+    assert providers.for_tenant("techstore").tts is providers.default.tts
+    assert len(providers.remotes) == 2  # the shared TTS client (with its key) and the LLM
+    assert "k1" not in repr(StageSpec("http://tts:8000/v1", api_key="k1"))  # never logged
 
 
 def test_a_tenant_override_replaces_one_stage_and_shares_clients(

@@ -52,7 +52,7 @@ class StageSpec:
     url: str | None
     model: str = ""
     voice: str = ""
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -81,14 +81,19 @@ class Providers:
         self._embedded_tts: TextToSpeech | None = None
         self._clients: dict[tuple[str, StageSpec], Remote] = {}
         self._stages: dict[tuple[str, StageSpec], Any] = {}
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-        self.default = self._build(
-            StageSpec(settings.stt_url, settings.stt_model, "",
-                      settings.stt_api_key.get_secret_value() if settings.stt_api_key else None),
-            StageSpec(settings.tts_url, settings.tts_model, settings.tts_voice,
-                      settings.tts_api_key.get_secret_value() if settings.tts_api_key else None),
-            StageSpec(settings.llm_url, settings.llm_model, "", key),
-        )
+        def secret(value: Any) -> str | None:
+            return value.get_secret_value() if value else None
+
+        #: The service-wide stages, which a tenant's unset stages share.
+        self._specs = {
+            "stt": StageSpec(settings.stt_url, settings.stt_model, "",
+                             secret(settings.stt_api_key)),
+            "tts": StageSpec(settings.tts_url, settings.tts_model, settings.tts_voice,
+                             secret(settings.tts_api_key)),
+            "llm": StageSpec(settings.llm_url, settings.llm_model, "",
+                             secret(settings.llm_api_key)),
+        }
+        self.default = self._build(**self._specs)
         self._by_tenant = {t.name: self._for(t) for t in tenants}
 
     def for_tenant(self, name: str) -> ProviderSet:
@@ -141,11 +146,9 @@ class Providers:
         overrides = tenant.providers
         if overrides.stt is None and overrides.tts is None and overrides.llm is None:
             return self.default
-        settings = self._settings
-
-        def spec(stage: str, override: ProviderOverride | None, fallback: StageSpec) -> StageSpec:
+        def spec(stage: str, override: ProviderOverride | None) -> StageSpec:
             if override is None:
-                return fallback
+                return self._specs[stage]
             try:
                 check_provider_url(f"tenant {tenant.name}: providers.{stage}.url", override.url,
                                    tcp_ok=stage != "llm")
@@ -154,13 +157,8 @@ class Providers:
                 raise ValueError(f"tenant {tenant.name}: {exc}") from None
             return StageSpec(override.url.rstrip("/"), override.model, override.voice, key)
 
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-        return self._build(
-            spec("stt", overrides.stt, StageSpec(settings.stt_url, settings.stt_model)),
-            spec("tts", overrides.tts,
-                 StageSpec(settings.tts_url, settings.tts_model, settings.tts_voice)),
-            spec("llm", overrides.llm, StageSpec(settings.llm_url, settings.llm_model, "", key)),
-        )
+        return self._build(spec("stt", overrides.stt), spec("tts", overrides.tts),
+                           spec("llm", overrides.llm))
 
     def _build(self, stt: StageSpec, tts: StageSpec, llm: StageSpec) -> ProviderSet:
         remotes = [self._client(stage, spec) for stage, spec in
