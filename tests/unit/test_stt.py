@@ -21,6 +21,7 @@ import email.policy
 import json
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
@@ -45,7 +46,7 @@ from voice_agent.providers.stt import (
     load_whisper_model,
     transcribe_stream,
 )
-from voice_agent.providers.workers import ModelWorkers
+from voice_agent.providers.workers import ModelWorkers, turn_ended_at
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: models come from package dirs only
 # sox dithers with a fresh random seed per run unless told to be repeatable: without
@@ -242,6 +243,33 @@ async def test_model_workers_queue_in_order_and_drop_cancelled_requests() -> Non
     stats = pool.stats()
     assert (stats.queued, stats.in_flight, stats.completed) == (0, 0, 2)
     assert pool.has_spare_capacity
+    pool.shutdown()
+
+
+async def test_model_workers_serve_the_earliest_end_of_turn_first() -> None:
+    pool = ModelWorkers(max_workers=1)
+    started, gate, ran = threading.Event(), threading.Event(), []
+
+    def job(name: str) -> None:
+        started.set()
+        gate.wait()
+        ran.append(name)
+
+    async def queued(name: str, ended: float | None) -> None:
+        turn_ended_at.set(ended)
+        await pool.run(job, name)
+
+    busy = asyncio.create_task(pool.run(job, "busy"))
+    assert await asyncio.to_thread(started.wait, 10)
+    now = time.monotonic()
+    waiting = [asyncio.create_task(queued(name, ended)) for name, ended in
+               [("tts, queued now", None), ("turn ended 2 s ago", now - 2.0),
+                ("turn ended 1 s ago", now - 1.0)]]
+    await asyncio.sleep(0.05)
+    assert pool.stats().queued == 3
+    gate.set()
+    await asyncio.gather(busy, *waiting)
+    assert ran == ["busy", "turn ended 2 s ago", "turn ended 1 s ago", "tts, queued now"]
     pool.shutdown()
 
 

@@ -59,6 +59,7 @@ from voice_agent.providers.vad import (
     VoiceActivityDetector,
     score,
 )
+from voice_agent.providers.workers import turn_ended_at
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import TenantDB
 
@@ -266,7 +267,13 @@ class _Call:
         """Transcribe the open utterance now; the turn uses it if the caller stays silent."""
         end, audio = self.endpointer.utterance_so_far()
         self._drop_speculation()
-        self.speculation = (end, asyncio.create_task(self.stt.transcribe(audio)))
+        # The model pool serves the earliest end of speech first, across all calls.
+        silent_since = self.agent._clock() - self.endpointer.trailing_silence_frames * FRAME_SECONDS
+        token = turn_ended_at.set(silent_since)
+        try:
+            self.speculation = (end, asyncio.create_task(self.stt.transcribe(audio)))
+        finally:
+            turn_ended_at.reset(token)
 
     def _drop_speculation(self) -> None:
         if self.speculation is not None:
@@ -309,6 +316,7 @@ class _Call:
     async def _answer(self, utterance: SpeechEnd, speech_end: float,
                       early: asyncio.Task[Transcript] | None) -> None:
         turn: dict[str, Any] = {"speech_end": speech_end, "speculative": early is not None}
+        turn_ended_at.set(speech_end)  # this task's transcription queues by its turn's end
         try:
             self.stage = "stt"
             transcript = await (early or self.stt.transcribe(utterance.audio))

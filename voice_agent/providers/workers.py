@@ -5,39 +5,52 @@ box (2 cores here). If every call ran its own Whisper and Piper inference in
 its own thread, ten callers would start ten matrix multiplications at once;
 each would run ten times slower and *every* caller would wait ~10x longer. A
 pool of ``max_workers`` (≈ the core count) lets that many inferences run while
-the rest wait in one FIFO queue: each request is served in arrival order, so a
-call waits behind at most the requests queued before it, and the load shows up
-as queue depth instead of as slowness spread over everyone.
+the rest wait in one queue, and the load shows up as queue depth instead of as
+slowness spread over everyone.
+
+Why a fair queue, not FIFO: the caller who finished speaking first should be
+answered first. A request carries a ``priority`` (a ``time.monotonic()``
+instant, earlier = sooner); by default it is the moment it is queued, so the
+pool is FIFO, but a turn's work (its transcription, then its reply's
+synthesis) is queued with the moment that turn ended (:data:`turn_ended_at`),
+so a caller whose turn ended a second ago is served before work for turns
+that ended after it. Hand-written (a heap and N
+threads) because ``ThreadPoolExecutor`` has only FIFO order.
 
 Why threads and not processes: CTranslate2 (faster-whisper) and onnxruntime
 (Piper, Silero) release the GIL inside inference, so threads run truly in
 parallel, and the models load once and are shared instead of being copied
 into every process.
 
-Why no asyncio.Semaphore: the pool is a process-wide singleton that outlives
-event loops (tests run one loop per test, a service may restart its loop), and
-asyncio primitives bind to the first loop that waits on them. The executor's
-own queue is already FIFO and thread-safe; the counters sit beside it.
+Why no asyncio primitives inside: the pool is a process-wide singleton that
+outlives event loops (tests run one loop per test, a service may restart its
+loop); results go back to the loop that asked, with ``call_soon_threadsafe``.
 
 Cancellation: a request cancelled while still queued (the caller hung up or
-barged in) is removed from the queue and never runs. One that is already
-running finishes in its thread (native inference cannot be interrupted) and
-its result is dropped.
+barged in) is skipped and never runs. One that is already running finishes in
+its thread (native inference cannot be interrupted) and its result is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import os
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: When the caller's turn that this work serves ended (``time.monotonic()``); set by
+#: the conversation around a transcription, read by providers as their priority.
+turn_ended_at: ContextVar[float | None] = ContextVar("turn_ended_at", default=None)
 
 
 @dataclass(frozen=True)
@@ -53,8 +66,18 @@ class WorkerStats:
     """Requests that ran to the end (successfully or with an exception) since start."""
 
 
+@dataclass(order=True)
+class _Job:
+    priority: float
+    seq: int
+    call: Callable[[], Any] = field(compare=False)
+    loop: asyncio.AbstractEventLoop = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
 class ModelWorkers:
-    """A FIFO pool of ``max_workers`` threads for blocking model calls.
+    """A pool of ``max_workers`` threads for blocking model calls, earliest priority first.
 
     ``await workers.run(fn, *args)`` runs ``fn(*args)`` in a pool thread and
     returns its result (or raises its exception) without blocking the event loop.
@@ -64,45 +87,75 @@ class ModelWorkers:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         self.max_workers = max_workers
-        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix=name)
-        self._lock = threading.Lock()
-        self._submitted = 0
-        self._started = 0
+        self._name = name
+        self._heap: list[_Job] = []
+        self._ready = threading.Condition()
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._queued = 0
+        self._in_flight = 0
         self._completed = 0
-        self._cancelled = 0
 
     async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Queue ``fn(*args, **kwargs)`` behind earlier requests and await its result."""
-        with self._lock:
-            self._submitted += 1
-        future = self._executor.submit(self._counted, fn, *args, **kwargs)
-        future.add_done_callback(self._count_cancelled)
-        # Cancelling the awaiting task cancels ``future`` too: a queued request
-        # leaves the queue, a running one finishes and its result is dropped.
-        return await asyncio.wrap_future(future)
+        """Queue ``fn(*args, **kwargs)`` and await its result.
 
-    def _count_cancelled(self, future: Future[object]) -> None:
-        if future.cancelled():  # only possible before it started
-            with self._lock:
-                self._cancelled += 1
-
-    def _counted(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        with self._lock:
-            self._started += 1
+        Its priority is :data:`turn_ended_at` when set in the caller's context,
+        else now: work for an earlier end of turn is served first.
+        """
+        loop = asyncio.get_running_loop()
+        priority = turn_ended_at.get()
+        job = _Job(time.monotonic() if priority is None else priority, next(self._seq),
+                   functools.partial(fn, *args, **kwargs), loop, loop.create_future())
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the model worker pool is shut down")
+            heapq.heappush(self._heap, job)
+            self._queued += 1
+            self._start_threads()
+            self._ready.notify()
         try:
-            return fn(*args, **kwargs)
-        finally:
-            with self._lock:
-                self._completed += 1
+            return await job.future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            with self._ready:
+                if not job.cancelled and job in self._heap:
+                    job.cancelled = True  # skipped by the workers, never run
+                    self._queued -= 1
+            raise
+
+    def _start_threads(self) -> None:
+        while len(self._threads) < self.max_workers:
+            thread = threading.Thread(target=self._work, daemon=True,
+                                      name=f"{self._name}-{len(self._threads)}")
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._heap and not self._closed:
+                    self._ready.wait()
+                if not self._heap:
+                    return
+                job = heapq.heappop(self._heap)
+                if job.cancelled:
+                    continue
+                self._queued -= 1
+                self._in_flight += 1
+            try:
+                result, error = job.call(), None
+            except BaseException as exc:  # handed to the awaiting task, not lost here
+                result, error = None, exc
+            finally:
+                with self._ready:
+                    self._in_flight -= 1
+                    self._completed += 1
+            job.loop.call_soon_threadsafe(_settle, job.future, result, error)
 
     def stats(self) -> WorkerStats:
-        with self._lock:
-            return WorkerStats(
-                max_workers=self.max_workers,
-                queued=self._submitted - self._started - self._cancelled,
-                in_flight=self._started - self._completed,
-                completed=self._completed,
-            )
+        with self._ready:
+            return WorkerStats(max_workers=self.max_workers, queued=self._queued,
+                               in_flight=self._in_flight, completed=self._completed)
 
     @property
     def has_spare_capacity(self) -> bool:
@@ -116,7 +169,25 @@ class ModelWorkers:
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop accepting work; with ``wait``, let running and queued requests finish."""
-        self._executor.shutdown(wait=wait, cancel_futures=not wait)
+        with self._ready:
+            self._closed = True
+            if not wait:
+                for job in self._heap:
+                    job.cancelled = True
+                self._queued = 0
+            self._ready.notify_all()
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the awaiting task was cancelled meanwhile: drop the result
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 @functools.cache
