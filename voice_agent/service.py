@@ -34,8 +34,7 @@ async def _agent(settings: Settings, tenants: TenantRegistry) -> CallAgent | Non
         db_path = settings.data_dir / "tenants.sqlite3" if settings.data_dir else None
         providers = Providers(settings, tenants)
         default = providers.default
-        per_tenant = {t.name: providers.for_tenant(t.name) for t in tenants
-                      if providers.for_tenant(t.name) is not default}
+        per_tenant = providers.overrides
         log.info("models: STT %s, TTS %s, replies %s", default.stt.name, default.tts.name,
                  f"LLM {default.llm.name} (the rule engine stands in)" if default.llm
                  else "rule engine")

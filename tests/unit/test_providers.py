@@ -129,6 +129,7 @@ def test_a_tenant_override_replaces_one_stage_and_shares_clients(
     assert clinic.tts is providers.default.tts  # not overridden: the service's
     assert providers.for_tenant("edulearn").stt.providers[0] is clinic.stt.providers[0]
     assert providers.for_tenant("techstore") is providers.default
+    assert set(providers.overrides) == {"healthplus", "edulearn"}
     assert len(providers.remotes) == 2  # one shared TTS client, one shared clinic STT client
 
 
@@ -153,7 +154,8 @@ async def test_probe_reports_each_server_that_does_not_answer(
     providers = Providers(Settings(stt_url=dead, llm_url=dead, embedded_fallback=False,
                                    provider_connect_timeout=0.5), TenantRegistry.load())
     problems = await providers.probe()
-    await providers.aclose()
+    for remote in providers.remotes:
+        await remote.aclose()
     assert len(problems) == 2
     assert all(dead.removesuffix("/v1") in line for line in problems)
     assert sum("does not answer at start" in r.message for r in caplog.records) == 2

@@ -228,8 +228,7 @@ async def default_services(settings: Settings, tenants: TenantRegistry) -> Speec
     db_path = settings.data_dir / "tenants.sqlite3" if settings.data_dir else None
     providers = Providers(settings, tenants)
     default = providers.default
-    per_tenant = {t.name: (p.stt, p.tts) for t in tenants
-                  if (p := providers.for_tenant(t.name)) is not default}
+    per_tenant = {name: (p.stt, p.tts) for name, p in providers.overrides.items()}
     services = SpeechServices(open_db(db_path), default.stt, default.tts, per_tenant=per_tenant)
     await providers.probe()
     log.info("loading speech models (once per process)")

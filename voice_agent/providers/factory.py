@@ -62,7 +62,6 @@ class ProviderSet:
     stt: SpeechToText
     tts: TextToSpeech
     llm: LanguageModel | None = None
-    remotes: list[Remote] = field(default_factory=list)
 
 
 def embedded_installed() -> bool:
@@ -101,19 +100,14 @@ class Providers:
         return self._by_tenant.get(name, self.default)
 
     @property
+    def overrides(self) -> dict[str, ProviderSet]:
+        """The tenants whose files override a stage, with their sets."""
+        return {name: pset for name, pset in self._by_tenant.items() if pset is not self.default}
+
+    @property
     def remotes(self) -> list[Remote]:
         """Every distinct server client, for probing and closing."""
         return list(self._clients.values())
-
-    @property
-    def embedded(self) -> list[Any]:
-        return [m for m in (self._embedded_stt, self._embedded_tts) if m is not None]
-
-    async def warm_up(self) -> None:
-        """Load the embedded models once, at start, not on the first call."""
-        for model in self.embedded:
-            if (load := getattr(model, "load", None)) is not None:
-                await load()
 
     async def probe(self) -> list[str]:
         """Ask every server whether it answers; one clear log line per server that does not.
@@ -132,14 +126,6 @@ class Providers:
             else:
                 log.info("model server %s answers", remote.name)
         return problems
-
-    async def aclose(self) -> None:
-        """Close every server client's connections."""
-        for remote in self.remotes:
-            try:
-                await remote.aclose()
-            except Exception as exc:  # closing must go on for the others
-                log.warning("closing %s failed: %s", remote.name, exc)
 
     # ------------------------------------------------------------- building
     def _for(self, tenant: Tenant) -> ProviderSet:
@@ -161,11 +147,9 @@ class Providers:
                            spec("llm", overrides.llm))
 
     def _build(self, stt: StageSpec, tts: StageSpec, llm: StageSpec) -> ProviderSet:
-        remotes = [self._client(stage, spec) for stage, spec in
-                   (("stt", stt), ("tts", tts), ("llm", llm)) if spec.url]
         model = self._client("llm", llm) if llm.url else None
         return ProviderSet(self._stage("stt", stt), self._stage("tts", tts),
-                           model, remotes)  # type: ignore[arg-type]
+                           model)  # type: ignore[arg-type]
 
     def _stage(self, stage: str, spec: StageSpec) -> Any:
         """The provider (or chain) serving ``stage`` as ``spec`` says; built once per spec."""
