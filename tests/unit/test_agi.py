@@ -668,6 +668,22 @@ async def test_a_busy_port_or_a_misplaced_audio_dir_is_a_clear_error(tmp_path: P
                 pass
 
 
+async def test_files_left_by_a_killed_run_are_removed_at_start_others_kept(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    services = SpeechServices(open_db(tmp_path / "tenants.sqlite3"), ScriptedStt([]),
+                              ToneTts())  # type: ignore[arg-type]
+    host_dir = tmp_path / "agi"
+    host_dir.mkdir()
+    left = [host_dir / "31c3706bc71f-003-say.wav", host_dir / "31c3706bc71f-004-rec.wav"]
+    foreign = host_dir / "operator-notes.wav"
+    for path in [*left, foreign]:
+        path.write_bytes(b"RIFF")
+    settings = Settings(_env_file=None, agi_audio_host_dir=host_dir)
+    async with running_agi_server(settings, services=services, port=0):
+        assert sorted(host_dir.iterdir()) == [foreign]
+    assert "removed 2 call audio file(s)" in caplog.text
+
+
 class FlakyStt(ScriptedStt):
     """Fails its first transcription the way a dead STT server does."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Sample rate of Asterisk's ``wav`` format.
 ASTERISK_WAV_RATE = 8000
+#: The name of a per-call file (``CallFiles.new`` plus Asterisk's extension).
+CALL_FILE = re.compile(r"[0-9a-f]+-\d{3}-(rec|say)\.wav")
 #: Frames quieter than this RMS are not speech (Asterisk's own silence threshold is 256).
 SPEECH_RMS = 300.0
 
@@ -73,6 +76,25 @@ class AudioDirectory:
         mine = self.host_dir.stat()
         if os.geteuid() == 0 and (mine.st_uid, mine.st_gid) != (parent.st_uid, parent.st_gid):
             os.chown(self.host_dir, parent.st_uid, parent.st_gid)
+        removed = self.remove_leftovers()
+        if removed:
+            log.warning("removed %d call audio file(s) left in %s by a previous run that "
+                        "did not end cleanly", removed, self.host_dir)
+
+    def remove_leftovers(self) -> int:
+        """Delete per-call files of calls that no longer exist; returns how many.
+
+        A server that was killed mid-call (SIGKILL, power loss) could not run
+        its calls' clean-up, and their recordings hold caller speech. At start
+        no call of ours is live, so every per-call file in the directory is a
+        leftover. Files that do not look like ours are left alone.
+        """
+        removed = 0
+        for path in self.host_dir.iterdir():
+            if CALL_FILE.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def for_call(self, session_id: str) -> CallFiles:
         return CallFiles(self, session_id)
