@@ -61,18 +61,31 @@ class FakeCall:
 
 
 class Line(CallAudio):
-    """A transport that plays one queued frame per 20 ms, like the RTP pacer."""
+    """A transport that plays one queued frame per 20 ms, like the RTP pacer.
 
-    def __init__(self) -> None:
+    The caller's side is one frame per 20 ms too: what :meth:`say` queued, plus,
+    with ``echo_db``, the agent's frame playing at that moment that much quieter
+    (a line's echo). With neither, nothing arrives, as from a silent RTP caller.
+    """
+
+    def __init__(self, echo_db: float | None = None) -> None:
         super().__init__()
+        self.echo_db = echo_db
         self.queue: deque[np.ndarray] = deque()
+        self.mic: deque[np.ndarray] = deque()
         self.player = asyncio.create_task(self._play())
 
     async def _play(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(FRAME_SECONDS)
-            if self.queue:
-                self.queue.popleft()
+            out = self.queue.popleft() if self.queue and not self.paused else None
+            heard = self.mic.popleft().astype(np.float64) if self.mic else None
+            if out is not None and self.echo_db is not None:
+                echo = out * 10 ** (-self.echo_db / 20)
+                heard = echo if heard is None else heard + echo
+            if heard is not None:
+                self._deliver(np.clip(heard, -32768, 32767).astype(np.int16), loop.time())
 
     @property
     def queued_frames(self) -> int:
@@ -86,13 +99,15 @@ class Line(CallAudio):
         self.queue.clear()
         return dropped
 
+    def _hold_output(self, hold: bool) -> None:
+        pass  # the player looks at ``paused``
+
     async def say(self, seconds: float, level: float, then_silence: float = 0.0) -> None:
         """The caller's side: a tone at ``level`` dBFS, then silence, paced at 20 ms."""
         frames = [tone(level)] * round(seconds / FRAME_SECONDS)
         frames += [np.zeros(320, np.int16)] * round(then_silence / FRAME_SECONDS)
-        for frame in frames:
-            self._deliver(frame, asyncio.get_running_loop().time())
-            await asyncio.sleep(FRAME_SECONDS)
+        self.mic.extend(frames)
+        await asyncio.sleep(len(frames) * FRAME_SECONDS)
 
 
 class EnergyVad:
@@ -146,14 +161,15 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @pytest.fixture
 async def call(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """``start(*transcripts, seconds_per_char=, stt=, tts=, watchdog_seconds=)`` →
-    (session, line): a TechStore call in its greeting, whose agent speaks
-    ``seconds_per_char`` per character (or through ``tts``), hearing ``stt``."""
+    """``start(*transcripts, seconds_per_char=, stt=, tts=, watchdog_seconds=, echo_db=)``
+    → (session, line): a TechStore call in its greeting, whose agent speaks
+    ``seconds_per_char`` per character (or through ``tts``), hearing ``stt``, on a
+    line whose echo is ``echo_db`` under the agent (``None``: no echo)."""
     tasks: list[asyncio.Task[Any]] = []
 
     async def start(*transcripts: str, seconds_per_char: float = 0.01,
                     stt: Any = None, tts: Any = None, watchdog_seconds: float = 20.0,
-                    ) -> tuple[FakeCall, Line]:
+                    echo_db: float | None = None) -> tuple[FakeCall, Line]:
         tenants = TenantRegistry.load()
         stt = stt or ScriptedStt(*transcripts)
         agent = ConversationAgent(tenants, open_db(tmp_path / "tenants.sqlite3"),
@@ -161,7 +177,7 @@ async def call(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
                                   watchdog_seconds=watchdog_seconds,
                                   clock=asyncio.get_running_loop().time)
         await agent.warm_up()  # pre-synthesizes the apology, as the service does
-        line = Line()
+        line = Line(echo_db)
         session = FakeCall("techstore", "555", line)
         line.stt = stt  # type: ignore[attr-defined]
         session.transition(S.GREETING)  # what the session does before it hands over
@@ -199,36 +215,74 @@ async def test_greeting_then_one_turn_walks_the_states(call: Callable[..., Any])
 async def test_caller_barges_in_and_the_interruption_is_answered(
     call: Callable[..., Any],
 ) -> None:
-    # The return policy is 209 characters: 4.2 s of reply to talk over.
+    # The return policy is 209 characters: 4.2 s of reply to talk over, on a line
+    # whose echo comes back 20 dB under the agent.
     session, line = await call("what is your return policy", "where is my order 12345",
-                               seconds_per_char=0.02)
+                               seconds_per_char=0.02, echo_db=20.0)
     await until(lambda: session.state is S.LISTENING)
     await line.say(0.4, -20.0, then_silence=0.6)
     await until(lambda: session.state is S.SPEAKING)
     record = session.record
 
-    await line.say(0.1, -20.0, then_silence=0.2)  # a cough
-    await line.say(0.6, AGENT_DBFS - 20, then_silence=0.7)  # echo of the agent
+    await line.say(0.1, -20.0, then_silence=0.3)  # a cough: a pause, then the reply goes on
+    await asyncio.sleep(0.7)  # the agent's echo alone, meanwhile, pauses nothing
     assert session.state is S.SPEAKING and not record.barge_ins
-    assert len(record.turns) == 1  # the echo was not taken for an utterance either
+    (pause,) = record.turns[0]["pauses"]
+    assert pause["reason"] == "noise" and pause["resumed"] - pause["onset"] < 0.4
+    assert len(record.turns) == 1  # none of it was taken for an utterance either
 
     spoke = asyncio.get_running_loop().time()
     await line.say(0.4, -20.0)  # the caller talks over the agent
-    assert record.states[-1] is S.LISTENING
+    assert line.paused and session.state is S.SPEAKING  # silent at once, words being judged
     await line.say(0.0, -20.0, then_silence=0.6)
     await until(lambda: len(record.turns) == 2 and "played" in record.turns[1])
 
     assert record.states == [S.STARTING, S.GREETING, S.LISTENING, S.THINKING, S.SPEAKING,
                              S.LISTENING, S.THINKING, S.SPEAKING, S.LISTENING]
     (cut,) = record.barge_ins
-    assert spoke <= cut["onset"] < cut["detected"] <= cut["stopped"]
-    assert cut["detected"] - cut["onset"] >= 0.13  # held 8 frames (7 intervals) at least
+    assert spoke <= cut["onset"] < cut["paused"] < cut["detected"] <= cut["stopped"]
+    assert cut["paused"] - cut["onset"] == pytest.approx(0.04)  # held 3 frames (2 intervals)
+    assert cut["detected"] - cut["onset"] >= 0.55  # the words (0.4 s), then 200 ms of quiet
     assert cut["dropped_frames"] > 0
     first, second = record.turns
     assert first["interrupted"] and "played" not in first
     assert first["reply"].startswith(first["played_text"])
     assert 0 < len(first["played_text"]) < len(first["reply"])
-    assert "shipped" in second["reply"]
+    assert "shipped" in second["reply"] and second["speculative"]  # the judged words, reused
+    assert len(line.stt.heard) == 2  # no transcription beyond the two turns'
+
+
+async def test_a_backchannel_pauses_the_reply_which_then_plays_on_in_full(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call("what is your return policy", "uh-huh", seconds_per_char=0.02)
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.4, -20.0, then_silence=0.6)
+    await until(lambda: session.state is S.SPEAKING)
+    await asyncio.sleep(1.0)
+    await line.say(0.4, -20.0, then_silence=0.6)  # "uh-huh"
+    await until(lambda: "played" in session.record.turns[0])
+    (turn,) = session.record.turns
+    assert not session.record.barge_ins and "interrupted" not in turn
+    (pause,) = turn["pauses"]
+    assert pause["reason"] == "backchannel"
+    assert line.stats.flushed_frames == 0  # every frame of the reply was played
+    assert turn["played"] - turn["first_audio"] >= len(turn["reply"]) * 0.02
+
+
+async def test_a_caller_18_db_under_the_agent_stops_it_on_a_line_without_echo(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call("what is your return policy", "stop", seconds_per_char=0.02)
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.4, -20.0, then_silence=0.6)
+    await until(lambda: session.state is S.SPEAKING)
+    await asyncio.sleep(1.5)  # long enough to measure the line: it sends nothing back
+    await line.say(0.1, AGENT_DBFS - 18)
+    assert line.paused
+    await line.say(0.3, AGENT_DBFS - 18, then_silence=0.4)
+    await until(lambda: bool(session.record.barge_ins))
+    assert session.record.turns[0]["interrupted"]
 
 
 async def test_a_key_cuts_the_reply_and_repeat_says_all_of_it(call: Callable[..., Any]) -> None:

@@ -535,3 +535,20 @@ async def test_run_stall_resyncs_onto_original_grid() -> None:
 
 
 # --- source filter ----------------------------------------------------------------------
+
+
+def test_a_paused_pacer_keeps_its_queue_and_resumes_with_a_new_talkspurt() -> None:
+    pacer = _pacer(FakeClock())
+    for i in range(4):
+        pacer.enqueue(bytes([i]))
+    sent = pacer.poll(0.0)
+    pacer.paused = True
+    assert pacer.poll(10 * PERIOD) == []  # due slots pass empty...
+    assert pacer.queued == 3  # ...and nothing is lost
+    pacer.paused = False
+    sent += pacer.poll(11 * PERIOD)
+    packets = [parse_rtp(p) for p in sent]
+    assert [p.payload for p in packets] == [b"\x00", b"\x01"]
+    assert [p.sequence for p in packets] == [1000, 1001]  # no gap in sequence numbers
+    # The pause ended the talkspurt: the timestamp follows the wall clock, marker set.
+    assert packets[1].timestamp == 5000 + 11 * 160 and packets[1].marker

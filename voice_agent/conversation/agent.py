@@ -10,20 +10,24 @@ and feeds the endpointer and, while the agent talks, the barge-in rule:
   Transcription starts early, after ``speculate_after_ms`` of trailing silence;
   if the caller stays silent until the endpointer ends the turn, that
   transcript is the turn's (its cost is hidden in the end-of-turn wait).
-* :class:`~voice_agent.conversation.barge_in.BargeIn` (caller speech held over
-  the agent's, loud enough not to be its echo): the turn task is cancelled and
-  every queued frame flushed, so the caller hears silence within a frame or
-  two; the endpointer goes on collecting the interrupting speech (with its
-  pre-roll), which becomes the next utterance. The history keeps only the part
-  of the reply that was played, marked interrupted.
-* Speech over the agent that never passes the barge-in rule (echo, noise, a
-  murmur) is dropped when it ends: answering it would answer the agent itself.
+* Caller speech over the agent (:mod:`~voice_agent.conversation.barge_in`):
+  60 ms of it, loud enough not to be the line's echo, *pauses* the agent's
+  audio, so the caller hears silence within a few frames. A cough resumes the
+  reply; words are transcribed when they end, and a backchannel ("uh-huh")
+  resumes it too. Anything else, or speech held 0.7 s, is a barge-in: the turn
+  task is cancelled and every queued frame flushed; the endpointer goes on
+  collecting the interrupting speech (with its pre-roll), which becomes the
+  next utterance, its transcript already taken. The history keeps only the
+  part of the reply that was played, marked interrupted.
+* Speech over the agent that did not interrupt it (echo, noise, a
+  backchannel) is dropped when it ends: answering it would answer the agent
+  itself.
 
 The agent drives the call's state: GREETING until the greeting was heard, then
 LISTENING → THINKING (turn started) → SPEAKING (first audio queued) → LISTENING
 (reply played, or cut). Every turn records its timestamps (speech end,
-transcript, reply, first audio queued, all played) and every barge-in its
-onset, detection, stop and dropped frames, in the call record.
+transcript, reply, first audio queued, all played, pauses resumed) and every
+barge-in its onset, pause, decision, stop and dropped frames, in the call record.
 """
 
 from __future__ import annotations
@@ -40,7 +44,16 @@ import numpy as np
 from voice_agent.audio.frames import FRAME_SAMPLES, FRAME_SECONDS, INTERNAL_RATE
 from voice_agent.calls.protocol import Call
 from voice_agent.calls.record import CallState
-from voice_agent.conversation.barge_in import BargeIn, BargeInConfig, BargeInDetector
+from voice_agent.conversation.barge_in import (
+    BargeIn,
+    BargeInConfig,
+    BargeInDetector,
+    Event,
+    Judge,
+    Pause,
+    Resume,
+    is_backchannel,
+)
 from voice_agent.conversation.spoken_reply import SpokenReply
 from voice_agent.dialog.engine import DialogEngine
 from voice_agent.dialog.llm_dialog import APOLOGY, LlmDialog
@@ -181,12 +194,18 @@ class _Call:
         #: A transcription started early on the open utterance: (its end frame, task).
         self.speculation: tuple[int, asyncio.Task[Transcript]] | None = None
         self.barge_in = BargeInDetector(agent._barge_in)
+        #: The transcription deciding whether speech over the agent interrupts it.
+        self.judging: asyncio.Task[None] | None = None
+        #: When caller speech last paused the agent (the stop a barge-in is heard at).
+        self.paused_at: float | None = None
         self.turn: asyncio.Task[None] | None = None
         #: The reply on the line (or last on it) and its record entry.
         self.reply = SpokenReply()
         self.reply_turn: dict[str, Any] = {}
         #: The open utterance overlapped the agent's voice without passing the barge-in rule.
         self.talked_over = False
+        #: The agent was talking at the previous frame.
+        self.was_talking = False
         self.finished = asyncio.Event()
 
     async def run(self) -> None:
@@ -203,7 +222,8 @@ class _Call:
             await asyncio.wait({reader, finished}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._drop_speculation()
-            tasks = [t for t in (reader, keys, finished, watchdog, self.turn) if t is not None]
+            tasks = [t for t in (reader, keys, finished, watchdog, self.turn, self.judging)
+                     if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -242,15 +262,23 @@ class _Call:
 
     async def _hear(self, pcm: np.ndarray, arrival: float) -> None:
         probability = await score(self.vad, pcm)  # batched with the other calls' frames
+        talking = self.call.state in TALKING
+        if self.was_talking and not talking and self.talked_over:
+            # The agent finished over sound that never interrupted it (its echo, noise,
+            # a backchannel): no utterance, and a caller answering at once starts afresh
+            # rather than be dropped with it.
+            self.endpointer.discard()
+            self.talked_over = False
+        self.was_talking = talking
         event = self.endpointer.process(pcm, probability)
         if self.call.state in TALKING:
-            cut = self.barge_in.process(pcm, probability, self._agent_level(), arrival)
-            if cut is not None:
-                self._barge_in(cut)
-            elif self.endpointer.in_speech:
+            level = None if self.audio.paused else self._agent_level()
+            self._on_barge_in(self.barge_in.process(pcm, probability, level, arrival))
+            if self.endpointer.in_speech and self.call.state in TALKING:
                 self.talked_over = True
         else:
             self.barge_in.reset()
+            self.audio.resume()  # never leave the line paused once the reply is over
         if isinstance(event, SpeechEnd):
             if self.talked_over or self.call.state in TALKING:
                 log.info("call %s: ignored %.2f s of sound over the agent's voice",
@@ -262,6 +290,37 @@ class _Call:
               and not self.talked_over
               and self.endpointer.trailing_silence_frames == self.agent._speculate_frames):
             self._speculate()
+
+    def _on_barge_in(self, event: Event | None) -> None:
+        """Act on the barge-in rule: pause the agent, resume it, judge the words, or stop."""
+        if isinstance(event, Pause):
+            self.audio.pause()
+            self.paused_at = event.at
+            log.debug("call %s: caller speech over the agent, paused", self.record.session_id)
+        elif isinstance(event, Resume):
+            self.audio.resume()
+            self.reply_turn.setdefault("pauses", []).append(
+                {"onset": event.onset, "resumed": event.at, "reason": event.reason})
+            log.info("call %s: resumed the reply after %.2f s (%s)", self.record.session_id,
+                     event.at - event.onset, event.reason)
+        elif isinstance(event, Judge):
+            # What the words were decides; their transcript is also the next turn's
+            # if they were an interruption (the endpointer ends on the same frame).
+            self._speculate()
+            assert self.speculation is not None
+            self.judging = asyncio.create_task(self._judge(self.speculation[1]))
+        elif isinstance(event, BargeIn):
+            self._barge_in(event)
+
+    async def _judge(self, words: asyncio.Task[Transcript]) -> None:
+        try:
+            text = (await asyncio.shield(words)).text
+        except Exception as exc:  # noqa: BLE001 - unknown words interrupt, as the safe side
+            log.warning("call %s: could not transcribe speech over the agent: %s",
+                        self.record.session_id, exc)
+            text = "?"
+        if self.call.state in TALKING:
+            self._on_barge_in(self.barge_in.verdict(is_backchannel(text), self.agent._clock()))
 
     def _speculate(self) -> None:
         """Transcribe the open utterance now; the turn uses it if the caller stays silent."""
@@ -290,8 +349,12 @@ class _Call:
             self.turn.cancel()
         played = self.reply.frames - self.audio.queued_frames
         dropped = self.audio.flush()
-        self.record.barge_ins.append({"onset": cut.onset, "detected": cut.detected,
-                                      "stopped": self.agent._clock(), "dropped_frames": dropped})
+        now = self.agent._clock()
+        paused = self.paused_at if self.paused_at is not None and self.paused_at >= cut.onset \
+            else now
+        self.record.barge_ins.append({"onset": cut.onset, "paused": paused,
+                                      "detected": cut.detected, "stopped": now,
+                                      "dropped_frames": dropped})
         heard = self.reply.heard(played)
         self.reply_turn.update(played_text=heard, interrupted=True)
         self.state.cut_last_reply(heard)

@@ -6,11 +6,12 @@ it). Outbound: :meth:`CallAudio.write` accepts PCM16 at any supported rate
 (16 kHz internal, 8 kHz, TTS 22.05/24 kHz), cuts it into 20 ms frames and hands
 them to the transport; :meth:`CallAudio.flush` drops everything not yet sent and
 says how much that was — barge-in calls it and the caller hears silence within
-a frame or two.
+a frame or two. :meth:`CallAudio.pause` silences the caller's side as fast but
+keeps the audio, for :meth:`CallAudio.resume` to play on.
 
-Transports (RTP, WebSocket) subclass :class:`CallAudio` and implement three
-hooks: ``_send_frame`` (queue one 20 ms frame), ``_drop_queued`` and
-``queued_frames``. They call :meth:`CallAudio._deliver` with decoded audio.
+Transports (RTP, WebSocket) subclass :class:`CallAudio` and implement four
+hooks: ``_send_frame`` (queue one 20 ms frame), ``_drop_queued``,
+``_hold_output`` and ``queued_frames``. They call :meth:`CallAudio._deliver` with decoded audio.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class CallAudio:
         self._in_rest = np.zeros(0, dtype=np.int16)
         self._out_rest = np.zeros(0, dtype=np.int16)
         self._resamplers: dict[int, Resampler] = {}
+        self._paused = False
         self.closed = False
 
     # ------------------------------------------------------------- inbound
@@ -132,8 +134,30 @@ class CallAudio:
         pad = np.zeros(FRAME_SAMPLES - len(self._out_rest), dtype=np.int16)
         return self.write(pad)
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Hold the outbound audio: nothing more goes out, nothing queued is lost.
+
+        Barge-in pauses the agent the moment the caller starts talking over it
+        and only then decides: a backchannel ("uh-huh") or a cough resumes the
+        reply where it stopped, a real interruption flushes it.
+        """
+        if not self._paused:
+            self._paused = True
+            self._hold_output(True)
+
+    def resume(self) -> None:
+        """Send the held audio again, from where :meth:`pause` stopped it."""
+        if self._paused:
+            self._paused = False
+            self._hold_output(False)
+
     def flush(self) -> int:
-        """Drop all audio not yet sent to the caller; returns the frames dropped."""
+        """Drop all audio not yet sent to the caller, ending a pause; returns frames dropped."""
+        self.resume()
         dropped = self._drop_queued() + (1 if len(self._out_rest) else 0)
         self._out_rest = np.zeros(0, dtype=np.int16)
         for resampler in self._resamplers.values():
@@ -168,6 +192,10 @@ class CallAudio:
         raise NotImplementedError
 
     def _drop_queued(self) -> int:
+        raise NotImplementedError
+
+    def _hold_output(self, hold: bool) -> None:
+        """Stop (``True``) or restart sending queued frames."""
         raise NotImplementedError
 
     async def aclose(self) -> None:

@@ -379,7 +379,8 @@ class RtpPacer:
     samples_per_frame`` for slot ``n``, RFC 3550 silence suppression: nothing
     is sent during silence, yet the receiver's clock stays right) and carries
     the marker bit (RFC 3551). :meth:`flush` empties the queue without touching
-    sequence or timestamp state.
+    sequence or timestamp state; while :attr:`paused`, slots pass as if the
+    queue were empty and the queue is kept.
 
     Resync rule: if, when polled, more than ``max_late_frames`` slots before
     the current one are overdue (event loop stalled), those overdue slots are
@@ -426,6 +427,8 @@ class RtpPacer:
         self._talking = False  # inside a talkspurt?
         self._idle_run = 0  # consecutive empty slots
         self._next_ts = 0  # timestamp of the next packet of the current talkspurt
+        #: Hold the queue: due slots pass empty (a pause ends the talkspurt like silence).
+        self.paused = False
         self.stats = PacerStats()
 
     def enqueue(self, payload: bytes) -> None:
@@ -493,7 +496,7 @@ class RtpPacer:
         return slot
 
     def _serve(self, slot: int) -> bytes | None:
-        if not self._queue:
+        if not self._queue or self.paused:
             self.stats.idle_slots += 1
             self._idle_run += 1
             if self._idle_run > self._hangover:

@@ -124,6 +124,9 @@ class RtpCallAudio(CallAudio):
         self.outbox.clear()
         return dropped
 
+    def _hold_output(self, hold: bool) -> None:
+        self.pacer.paused = hold
+
     @property
     def queued_frames(self) -> int:
         return self.pacer.queued + len(self.outbox)

@@ -103,7 +103,7 @@ class WebSocketCallAudio(CallAudio):
         lead = self.lead_frames * FRAME_SECONDS
         with contextlib.suppress(ConnectionClosed):
             while True:
-                if not self._queue or self._xoff:
+                if not self._queue or self._xoff or self.paused:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
@@ -135,6 +135,11 @@ class WebSocketCallAudio(CallAudio):
         if self._ws is not None and in_asterisk > 0:
             asyncio.get_running_loop().create_task(self._command("FLUSH_MEDIA"))
         return dropped + round(in_asterisk / FRAME_SECONDS)
+
+    def _hold_output(self, hold: bool) -> None:
+        """Hold our queue; the lead already inside Asterisk (≤ ``lead_frames``) still plays."""
+        if not hold:
+            self._wake.set()
 
     @property
     def queued_frames(self) -> int:

@@ -475,6 +475,10 @@ class Endpointer:
         self._recent.clear()
         self._quiet()
 
+    def discard(self) -> None:
+        """Forget the open utterance, if any (frame numbering goes on): it was no turn."""
+        self._quiet()
+
     @property
     def in_speech(self) -> bool:
         """True between SpeechStart and SpeechEnd."""
