@@ -132,16 +132,18 @@ TalkTo = Callable[..., contextlib.AbstractAsyncContextManager[Conversation]]
 @pytest.fixture
 def talk_to(start_agent: AgentFactory, settings: Settings, whisper: WhisperStt,
             tmp_path_factory: pytest.TempPathFactory) -> TalkTo:
-    """``async with talk_to(number, **settings) as conversation``: a SIP call to the
-    conversation agent (fresh tenant data) with a scripted caller on the line."""
+    """``async with talk_to(number, via=, gain_db=, **settings) as conversation``: a call
+    (SIP unless ``via="local"``) to the conversation agent (fresh tenant data) with a
+    scripted caller on the line, speaking ``gain_db`` off the test voice's level."""
 
     @contextlib.asynccontextmanager
-    async def connect(number: str, **overrides: object) -> AsyncIterator[Conversation]:
+    async def connect(number: str, *, via: str = "sip", gain_db: float = 0.0,
+                      **overrides: object) -> AsyncIterator[Conversation]:
         data_dir = tmp_path_factory.mktemp("tenants")
         async with start_agent(agent="conversation", data_dir=data_dir, **overrides) as manager, \
                 SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
-            call = await phone.dial(number, audio=True, via="sip")
-            async with ScriptedCaller(call, whisper) as caller:
+            call = await phone.dial(number, audio=True, via=via)
+            async with ScriptedCaller(call, whisper, gain_db=gain_db) as caller:
                 yield Conversation(manager, call, caller, data_dir)
 
     return connect

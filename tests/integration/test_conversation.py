@@ -30,6 +30,7 @@ from voice_agent.dev.sim.conversation import Step, words_heard
 from voice_agent.dev.sim.signals import speech
 
 ORDER_QUESTION = "Where is my order one two three four five?"
+BACKCHANNEL = "Okay."
 
 
 async def test_techstore_answers_an_order_status_question(
@@ -110,6 +111,47 @@ async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
         assert "prepaid label" not in policy.heard.lower()  # the end was never played
         assert "shipped" in record.turns[-1]["reply"].lower(), record.turns
         assert words_heard(record.turns[-1]["reply"], interruption.heard) >= 0.5, interruption
+        await talk.call.hangup()
+        await assert_nothing_left(inspector, talk.manager)
+
+
+@pytest.mark.parametrize(("via", "gain_db"), [("sip", -12.0), ("local", -12.0)])
+async def test_a_quiet_caller_interrupts_too(
+    talk_to: TalkTo, inspector: AriClient, via: str, gain_db: float,
+) -> None:
+    """12 dB under the test voice (and 6 dB more on a Local channel): still a barge-in,
+    and the words are understood."""
+    async with talk_to("100", via=via, gain_db=gain_db) as talk:
+        await talk.caller.run([
+            Step("What is your return policy?"),
+            Step(ORDER_QUESTION, barge_in_after=2.0),
+        ])
+        [*_, interruption] = await talk.caller.finish()
+        record = talk.session.record
+        assert record.barge_ins, "no barge-in was detected"
+        cut = record.barge_ins[0]
+        assert cut["onset"] < cut["paused"] <= cut["detected"] <= cut["stopped"]
+        assert interruption.barge_in_stop_s is not None
+        assert "shipped" in record.turns[-1]["reply"].lower(), record.turns
+        await talk.call.hangup()
+        await assert_nothing_left(inspector, talk.manager)
+
+
+async def test_a_backchannel_pauses_the_reply_which_then_plays_to_its_end(
+    talk_to: TalkTo, inspector: AriClient,
+) -> None:
+    async with talk_to("18005551234") as talk:
+        await talk.caller.run([Step("What is your return policy?")])
+        await asyncio.sleep(1.5)
+        await talk.call.say(speech(BACKCHANNEL))
+        [*_, policy] = await talk.caller.finish()
+        record = talk.session.record
+        assert not record.barge_ins, record.barge_ins
+        turn = record.turns[-1]
+        assert [p["reason"] for p in turn.get("pauses", [])] == ["backchannel"], turn
+        assert "played" in turn and not turn.get("interrupted")
+        last_sentence = turn["reply"].rsplit(". ", 1)[-1]
+        assert words_heard(last_sentence, policy.heard) >= 0.5, policy  # it reached the caller
         await talk.call.hangup()
         await assert_nothing_left(inspector, talk.manager)
 

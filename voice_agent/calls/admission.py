@@ -81,6 +81,13 @@ class Admission:
         """Any call work (or rejection) still running."""
         return bool(self._tasks)
 
+    async def wait_idle(self, timeout: float) -> bool:
+        """Until no call work runs (its record is then in :attr:`completed`), at most
+        ``timeout`` s; whether it got there."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        return not self._tasks
+
     async def drain(self, drain_seconds: float = 0.0) -> None:
         """Stop admitting (new callers hear the busy prompt) and let live calls run
         up to ``drain_seconds``; :meth:`end_all` then ends what is left."""

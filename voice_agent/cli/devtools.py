@@ -8,21 +8,24 @@ The simulator and benchmark modules are imported inside the commands, so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import signal
+import sqlite3
 import statistics
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 import uvloop
 from rich.table import Table
 
 from voice_agent.ari.asterisk_ari import AriError
+from voice_agent.calls.record import CallRecord
 from voice_agent.cli.common import app, console, fail, settings_from_env
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk, LocalAsteriskError
@@ -161,17 +164,45 @@ async def _call(settings: Settings, number: str, via: Via, context: str, hold: f
                                   number, context=context, hold_seconds=hold, dtmf=dtmf)
 
 
-def demo_scripts() -> dict[str, list[Step]]:
+class DemoTask(NamedTuple):
+    """A demo call: what the caller says, and what must be true after it."""
+
+    steps: list[Step]
+    outcome: str
+    #: SQL on the tenant database with the caller id as its one parameter, or a phrase
+    #: the agent's last reply must hold; the outcome holds when it finds something.
+    query: str = ""
+    reply_has: str = ""
+
+
+def demo_scripts() -> dict[str, DemoTask]:
     """What the demo says to each tenant: a task per tenant, completed by voice."""
     from voice_agent.dev.sim.conversation import Step
 
     return {
-        "18005551234": [Step("Where is my order one two three four five?")],
-        "18005555678": [Step("I would like an appointment next Monday at three PM "
-                             "at the downtown clinic."), Step("Yes please.")],
-        "18005559999": [Step("I would like to register for a course."), Step(dtmf="1"),
-                        Step("Yes.")],
+        "18005551234": DemoTask(
+            [Step("Where is my order one two three four five?")],
+            "techstore told the caller that order 12345 has shipped", reply_has="shipped"),
+        "18005555678": DemoTask(
+            [Step("I would like an appointment next Monday at three PM "
+                  "at the downtown clinic."), Step("Yes please.")],
+            "healthplus booked the caller at the downtown clinic",
+            query="SELECT id FROM appointments WHERE caller_id = ? AND clinic = 'Downtown' "
+                  "AND status = 'booked'"),
+        "18005559999": DemoTask(
+            [Step("I would like to register for a course."), Step(dtmf="1"), Step("Yes.")],
+            "edulearn enrolled the caller in a course",
+            query="SELECT course_code FROM enrolments WHERE caller_id = ?"),
     }
+
+
+def task_done(task: DemoTask, record: CallRecord, db: Path) -> bool:
+    """Whether ``task``'s outcome holds after the call ``record`` describes."""
+    if task.reply_has:
+        replies = [turn.get("reply") or "" for turn in record.turns]
+        return bool(replies) and task.reply_has in replies[-1].lower()
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        return bool(connection.execute(task.query, (record.caller or "anonymous",)).fetchall())
 
 
 def _steps(say: list[str], barge_in_after: float | None, dtmf: str) -> list[Step]:
@@ -258,7 +289,9 @@ def demo(
     except LocalAsteriskError as exc:
         raise fail(str(exc)) from exc
 
-    async def main() -> tuple[list[CallResult], dict[str, list[Exchange]]]:
+    tasks = demo_scripts()
+
+    async def main() -> tuple[list[CallResult], dict[str, list[Exchange]], dict[str, bool]]:
         with tempfile.TemporaryDirectory(prefix="voice-agent-demo-") as data:
             demo_settings = settings.model_copy(update={"agent": "conversation",
                                                         "data_dir": Path(data)})
@@ -267,24 +300,32 @@ def demo(
                 await manager.wait_connected(30)
                 routing = [await _call(settings, n, Via.local, "voice-agent-ari", hold, "")
                            for n in DEMO_NUMBERS]
-                dialogues = {}
-                for number, steps in demo_scripts().items():
+                dialogues, done = {}, {}
+                for number, task in tasks.items():
                     console.print(f"[cyan]demo:[/cyan] calling {number} "
                                   f"({DEMO_NUMBERS[number]}) …")
-                    dialogues[number] = await _talk(settings, number, steps, Via.sip)
-                return routing, dialogues
+                    dialogues[number] = await _talk(settings, number, task.steps, Via.sip)
+                    await manager.admission.wait_idle(10)
+                    done[number] = task_done(task, manager.completed[-1],
+                                             Path(data) / "tenants.sqlite3")
+                return routing, dialogues, done
 
     try:
-        routing, dialogues = asyncio.run(main())
+        routing, dialogues, done = asyncio.run(main())
     except (AriError, AgentSilent) as exc:
         raise fail(str(exc), 2) from exc
     if not _print_calls(routing, DEMO_NUMBERS):
         raise fail("a demo call did not reach its tenant")
     for number, exchanges in dialogues.items():
         _print_dialogue(f"{number} ({DEMO_NUMBERS[number]})", exchanges)
+        mark = "[green]done[/green]" if done[number] else "[red]NOT DONE[/red]"
+        console.print(f"  {mark}: {tasks[number].outcome}")
+    if failed := [tasks[n].outcome for n, ok in done.items() if not ok]:
+        raise fail("demo task(s) not done: " + "; ".join(failed))
     latencies = [ex.latency_s for ex in itertools.chain(*dialogues.values())
                  if ex.latency_s is not None]
-    console.print(f"[green]demo ok[/green]: every number answered by its tenant; "
+    console.print(f"[green]demo ok[/green]: every number answered by its tenant, every "
+                  f"task done; "
                   f"{len(latencies)} spoken turns, voice-to-voice median "
                   f"{statistics.median(latencies):.2f} s (measured at the caller)")
 
@@ -360,8 +401,12 @@ def _bench_conversation(run: Callable[[Settings], Awaitable[dict[str, Any]]]) ->
         raise fail(str(exc)) from exc
     path = conversation.save(result)
     summary = {k: v for k, v in result.items()
-               if k in ("v2v_s", "stages_s", "stop_at_caller_s", "onset_to_detect_s",
-                        "answered_new_question", "false_barge_ins", "coughs")}
+               if k in ("v2v_s", "stages_s", "stop_at_caller_s", "onset_to_pause_s",
+                        "answered_new_question", "false_barge_ins", "coughs",
+                        "backchannel_resumed_rate", "false_barge_ins_on_backchannels")}
+    for cell, figures in result.get("cells", {}).items():
+        summary[cell] = {"stop_p95_s": figures["stop_at_caller_s"]["p95"],
+                         "answered": figures["answered"]}
     for route, figures in result.get("paths", {}).items():
         summary[route] = {"v2v_s": figures["v2v_s"],
                          "agent_cpu_pct_per_call": figures["agent_cpu_pct_of_a_core_per_call"]}
@@ -382,14 +427,26 @@ def bench_latency(
 
 @bench_app.command("barge-in")
 def bench_barge_in(
-    interruptions: Annotated[int, typer.Option(help="Interrupted replies.")] = 30,
+    interruptions: Annotated[int, typer.Option(
+        help="Interrupted replies per caller level and path.")] = 6,
     coughs: Annotated[int, typer.Option(help="Noise bursts that must not interrupt.")] = 20,
+    backchannels: Annotated[int, typer.Option(
+        help="'Uh-huh's that must not interrupt (the reply resumes).")] = 20,
+    level: Annotated[list[float] | None, typer.Option(
+        help="Caller level in dB relative to the test voice (repeatable; default 0 -6 -12 "
+        "-18).")] = None,
+    path: Annotated[list[str] | None, typer.Option(
+        help="sip or local (repeatable; default both).")] = None,
 ) -> None:
-    """Barge-in stop delay at the caller, detection time, and false triggers on coughs."""
+    """Barge-in stop at the caller per level and path; false triggers on coughs and
+    backchannels."""
     from voice_agent.dev.bench import conversation
 
+    levels = tuple(level) if level else conversation.LEVELS_DB
+    paths = tuple(path) if path else conversation.PATHS
     _bench_conversation(lambda s: conversation.barge_in(
-        s, interruptions, coughs, progress=lambda m: console.print(f"  {m}")))
+        s, interruptions, coughs, backchannels, levels, paths,
+        progress=lambda m: console.print(f"  {m}")))
 
 
 @bench_app.command("compare")

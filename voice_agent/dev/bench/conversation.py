@@ -11,10 +11,12 @@ caller's; calls are real SIP calls through the local Asterisk, one at a time
   end → the endpointer's decision), STT, dialog reply, TTS first audio, and the
   network/playout rest.
 * ``barge_in``: the caller interrupts a long reply ``interruptions`` times at
-  varying moments: stop delay at the caller (interrupt speech onset → last
-  agent audio heard) and agent-side onset → detection → flush. Then the
-  false-trigger set: a 100 ms noise burst (a cough) during a reply, which must
-  not interrupt.
+  varying moments, for every caller level (0, -6, -12, -18 dB) and path (SIP,
+  Local channel), in three espeak-ng voices: stop delay at the caller
+  (interrupt speech onset → last agent audio heard), agent-side onset → pause
+  → decision. Then the false-trigger sets: a 100 ms noise burst (a cough) and
+  a backchannel ("uh-huh") during a reply, which must not interrupt it (the
+  backchannel must resume it).
 
 * ``compare``: the latency questions through ARI and through the AGI fallback
   with the same models: V2V per path and the agent's CPU per call.
@@ -45,6 +47,7 @@ from voice_agent.config import Settings
 from voice_agent.dev.bench.media import RESULTS, _git_commit, machine, write_result
 from voice_agent.dev.sim.conversation import Exchange, ScriptedCaller, Step
 from voice_agent.dev.sim.phone import SimPhone
+from voice_agent.dev.sim.signals import speech
 from voice_agent.providers.stt import WhisperStt
 from voice_agent.service import running_agent
 
@@ -93,12 +96,14 @@ RecordOf = Callable[[], CallRecord | None]
 
 
 async def _one_call(settings: Settings, stt: WhisperStt | None, number: str, steps: list[Step],
-                    record_of: RecordOf, trailing_silence: float = 0.0,
+                    record_of: RecordOf, trailing_silence: float = 0.0, *, via: str = "sip",
+                    gain_db: float = 0.0, voice: str = "en-us",
                     ) -> tuple[list[Exchange], CallRecord | None]:
     async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
-        call = await phone.dial(number, audio=True, via="sip")
+        call = await phone.dial(number, audio=True, via=via)
         try:
-            async with ScriptedCaller(call, stt, trailing_silence) as caller:
+            async with ScriptedCaller(call, stt, trailing_silence, gain_db=gain_db,
+                                      voice=voice) as caller:
                 await caller.run(steps)
                 exchanges = await caller.finish()
                 record = record_of()
@@ -194,53 +199,110 @@ async def compare(settings: Settings, turns: int, progress: Progress = print) ->
                                "issue_v2v_p50_s": 0.9, "issue_v2v_p95_s": 1.5}}, settings, commit)
 
 
-async def barge_in(settings: Settings, interruptions: int, coughs: int,
+#: Caller levels (dB relative to the espeak-ng voice) and paths ``bench barge-in`` sweeps.
+LEVELS_DB = (0.0, -6.0, -12.0, -18.0)
+PATHS = ("sip", "local")
+#: espeak-ng voices the interrupting callers take turns with.
+VOICES = ("en-us", "en-gb-x-rp", "en-029")
+RETURN_POLICY = "What is your return policy?"
+INTERRUPTION = "Where is my order one two three four five?"
+BACKCHANNEL = "Uh-huh."
+
+
+async def _interruptions(settings: Settings, stt: WhisperStt, manager: SessionManager,
+                         count: int, path: str, level: float,
+                         progress: Progress) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(count):
+        after, voice = 1.0 + (i % 4) * 0.5, VOICES[i % len(VOICES)]
+        exchanges, record = await _one_call(
+            settings, stt, "100", [Step(RETURN_POLICY),
+                                   Step(INTERRUPTION, barge_in_after=after)],
+            lambda: _session_record(manager), via=path, gain_db=level, voice=voice)
+        assert record is not None
+        cut = record.barge_ins[0] if record.barge_ins else {}
+        rows.append({
+            "path": path, "level_db": level, "voice": voice, "after_s": after,
+            "stop_at_caller_s": exchanges[-1].barge_in_stop_s,
+            "pause_s": cut["paused"] - cut["onset"] if cut else None,
+            "decide_s": cut["detected"] - cut["onset"] if cut else None,
+            "answered_new_question": "shipped" in (record.turns[-1].get("reply") or ""),
+            "heard_answer": exchanges[-1].heard})
+        stop = rows[-1]["stop_at_caller_s"]
+        progress(f"{path} {level:+.0f} dB {voice}: stop at caller "
+                 f"{'-' if stop is None else f'{stop * 1000:.0f} ms'}, "
+                 f"answered: {rows[-1]['answered_new_question']}")
+    return rows
+
+
+async def _over_the_reply(settings: Settings, stt: WhisperStt, manager: SessionManager,
+                          sound: np.ndarray, after: float) -> CallRecord:
+    """Ask for the long reply, play ``sound`` ``after`` s into it; the call's record."""
+    async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+        call = await phone.dial("100", audio=True, via="sip")
+        async with ScriptedCaller(call, stt) as caller:
+            await caller.run([Step(RETURN_POLICY)])
+            await asyncio.sleep(after)
+            await call.say(sound)
+            await caller.finish()
+            record = _session_record(manager)
+        await call.hangup()
+    return record
+
+
+async def barge_in(settings: Settings, interruptions: int, coughs: int, backchannels: int,
+                   levels: tuple[float, ...] = LEVELS_DB, paths: tuple[str, ...] = PATHS,
                    progress: Progress = print) -> dict[str, Any]:
-    """Interrupt the long return-policy reply; then cough over it."""
+    """Interrupt the long return-policy reply at every level and path; then cough and
+    backchannel over it (neither may interrupt)."""
     commit = _git_commit()
     stt = WhisperStt()
     rows: list[dict[str, Any]] = []
-    false_triggers = 0
+    false_on_coughs = paused_on_coughs = false_on_backchannels = resumed = 0
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
         async with running_agent(_conversation_settings(settings, data)) as manager:
             await manager.wait_connected(30)
-            for i in range(interruptions):
-                after = 1.0 + (i % 4) * 0.5
-                exchanges, record = await _one_call(settings, stt, "100", [
-                    Step("What is your return policy?"),
-                    Step("Where is my order one two three four five?", barge_in_after=after)],
-                    lambda: _session_record(manager))
-                assert record is not None
-                cut = record.barge_ins[0] if record.barge_ins else {}
-                rows.append({
-                    "after_s": after, "stop_at_caller_s": exchanges[-1].barge_in_stop_s,
-                    "detect_s": cut.get("detected", 0) - cut.get("onset", 0) if cut else None,
-                    "answered_new_question": "shipped" in (record.turns[-1].get("reply") or ""),
-                    "heard_answer": exchanges[-1].heard})
-                progress(f"interruption {i + 1}: stop at caller "
-                         f"{rows[-1]['stop_at_caller_s']}, detected {rows[-1]['detect_s']}")
+            for path in paths:
+                for level in levels:
+                    rows += await _interruptions(settings, stt, manager, interruptions,
+                                                 path, level, progress)
             for i in range(coughs):
-                async with SimPhone(settings.ari_url, settings.ari_user,
-                                    settings.ari_secret()) as phone:
-                    call = await phone.dial("100", audio=True, via="sip")
-                    async with ScriptedCaller(call, stt) as caller:
-                        await caller.run([Step("What is your return policy?")])
-                        await asyncio.sleep(1.0 + i % 3)
-                        await call.say((rng.standard_normal(1600) * 6000).astype(np.int16))
-                        await caller.finish()
-                        record = _session_record(manager)
-                    await call.hangup()
-                false_triggers += bool(record.barge_ins)
+                burst = (rng.standard_normal(1600) * 6000).astype(np.int16)  # 100 ms
+                record = await _over_the_reply(settings, stt, manager, burst, 1.0 + i % 3)
+                false_on_coughs += bool(record.barge_ins)
+                paused_on_coughs += bool(record.turns and record.turns[0].get("pauses"))
                 progress(f"cough {i + 1}: {'INTERRUPTED' if record.barge_ins else 'ignored'}")
+            for i in range(backchannels):
+                uh_huh = speech(BACKCHANNEL, voice=VOICES[i % len(VOICES)])
+                record = await _over_the_reply(settings, stt, manager, uh_huh, 1.0 + i % 3)
+                pauses = record.turns[0].get("pauses", []) if record.turns else []
+                false_on_backchannels += bool(record.barge_ins)
+                resumed += any(p["reason"] == "backchannel" for p in pauses)
+                progress(f"backchannel {i + 1}: "
+                         f"{'INTERRUPTED' if record.barge_ins else 'resumed'}")
+    cells = {}
+    for path, level in itertools.product(paths, levels):
+        stops = [r["stop_at_caller_s"] for r in rows if r["path"] == path
+                 and r["level_db"] == level and r["stop_at_caller_s"] is not None]
+        cells[f"{path} {level:+.0f} dB"] = {
+            "path": path, "level_db": level, "stop_at_caller_s": _percentiles(stops),
+            "answered": sum(r["answered_new_question"] for r in rows
+                            if r["path"] == path and r["level_db"] == level)}
     stops = [r["stop_at_caller_s"] for r in rows if r["stop_at_caller_s"] is not None]
-    detects = [r["detect_s"] for r in rows if r["detect_s"] is not None]
-    return _stamp({"kind": "barge-in", "interruptions": rows,
+    pauses = [r["pause_s"] for r in rows if r["pause_s"] is not None]
+    return _stamp({"kind": "barge-in", "interruptions": rows, "cells": cells,
+                   "voices": list(VOICES),
                    "stop_at_caller_s": _percentiles(stops),
-                   "onset_to_detect_s": _percentiles(detects),
+                   "onset_to_pause_s": _percentiles(pauses),
                    "answered_new_question": sum(r["answered_new_question"] for r in rows),
-                   "coughs": coughs, "false_barge_ins": false_triggers,
-                   "false_barge_in_rate": false_triggers / coughs if coughs else None},
+                   "coughs": coughs, "false_barge_ins": false_on_coughs,
+                   "false_barge_in_rate": false_on_coughs / coughs if coughs else None,
+                   "coughs_paused": paused_on_coughs,
+                   "backchannels": backchannels,
+                   "backchannels_resumed": resumed,
+                   "backchannel_resumed_rate": resumed / backchannels if backchannels else None,
+                   "false_barge_ins_on_backchannels": false_on_backchannels},
                   settings, commit)
 
 
@@ -269,12 +331,14 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
         right.barh(STAGES, medians)
         right.set(title="median per stage", xlabel="s")
     else:
-        stops = [r["stop_at_caller_s"] for r in result["interruptions"]
-                 if r["stop_at_caller_s"] is not None]
-        left.hist([s * 1000 for s in stops], bins=15)
-        left.set(title="barge-in: agent audio stop at the caller", xlabel="ms", ylabel="n")
-        right.bar(["interruptions", "coughs ignored"],
-                  [len(result["interruptions"]), result["coughs"] - result["false_barge_ins"]])
+        cells = result["cells"]
+        names = list(cells)
+        left.barh(names, [(cells[n]["stop_at_caller_s"]["p95"] or 0) * 1000 for n in names])
+        left.axvline(120, color="grey", linestyle="--")
+        left.set(title="barge-in stop at the caller, p95", xlabel="ms")
+        right.bar(["interruptions", "coughs ignored", "backchannels resumed"],
+                  [len(result["interruptions"]), result["coughs"] - result["false_barge_ins"],
+                   result["backchannels_resumed"]])
         right.set(title="counts")
     figure.suptitle(f"{name} — commit {result['commit']}, {result['transport']}")
     return write_result(figure, result, results, name)

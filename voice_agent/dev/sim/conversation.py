@@ -156,13 +156,18 @@ class ScriptedCaller:
     ``trailing_silence``: seconds of silence sent after each utterance, for
     agents that detect the end of a turn from silent audio *frames* (AGI
     ``RECORD FILE``) rather than from time without packets.
+    ``gain_db`` and ``voice``: how loud (relative to espeak-ng's level) and in
+    which espeak-ng voice this caller speaks; real lines differ by ±10 dB.
     """
 
     def __init__(self, call: PhoneCall, stt: SpeechToText | None,
-                 trailing_silence: float = 0.0) -> None:
+                 trailing_silence: float = 0.0, *, gain_db: float = 0.0,
+                 voice: str = "en-us") -> None:
         self.call = call
         self.stt = stt
         self.trailing_silence = trailing_silence
+        self.gain = 10 ** (gain_db / 20)
+        self.voice = voice
         self.ear = Ear(call)
         self.exchanges: list[Exchange] = []
 
@@ -205,8 +210,9 @@ class ScriptedCaller:
             speech_end = onset = time.monotonic()
         else:
             assert step.say is not None
-            pcm = speech(step.say)
-            first, last = _speech_bounds(pcm)
+            pcm = speech(step.say, voice=self.voice)
+            first, last = _speech_bounds(pcm)  # timed at the nominal level
+            pcm = (pcm * self.gain).astype(np.int16) if self.gain != 1 else pcm
             pcm = np.concatenate((pcm, np.zeros(int(self.trailing_silence * 16000), np.int16)))
             sent = time.monotonic()
             done = await self.call.say(pcm)
