@@ -37,6 +37,7 @@ import asyncio
 import functools
 import heapq
 import itertools
+import logging
 import os
 import threading
 import time
@@ -44,6 +45,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -150,7 +153,10 @@ class ModelWorkers:
                 with self._ready:
                     self._in_flight -= 1
                     self._completed += 1
-            job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+            try:
+                job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+            except RuntimeError:  # its event loop has closed: nobody waits for this result
+                log.debug("dropped the result of a model job whose event loop closed")
 
     def stats(self) -> WorkerStats:
         with self._ready:
