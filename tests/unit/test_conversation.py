@@ -328,6 +328,43 @@ async def test_a_pause_the_caller_talks_through_discards_the_early_transcript(
     assert second > first + 0.5  # the used transcription covers both parts
 
 
+async def test_words_that_make_a_whole_request_end_the_turn_before_the_silence_does(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call("where is my order 12345")
+    await until(lambda: session.state is S.LISTENING)
+    spoke = asyncio.get_running_loop().time()
+    await line.say(0.4, -20.0, then_silence=0.6)
+    await until(lambda: "played" in next(iter(session.record.turns), {}))
+    (turn,) = session.record.turns
+    assert turn["turn_end"] == "complete" and "shipped" in turn["reply"]
+    # Ended 200 ms into the silence (the early transcript's moment), not 570 ms.
+    assert turn["speech_end"] - (spoke + 0.4) < 0.3
+
+
+async def test_words_that_stop_mid_sentence_wait_for_the_rest(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call("my order number is", "my order number is 12345")
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.4, -20.0, then_silence=0.8)  # a pause longer than the fixed silence
+    await line.say(0.4, -20.0, then_silence=1.5)
+    await until(lambda: "played" in next(iter(session.record.turns), {}))
+    (turn,) = session.record.turns  # one turn, not "my order number is" answered alone
+    assert turn["heard"] == "my order number is 12345" and "shipped" in turn["reply"]
+
+
+async def test_unsure_words_keep_the_fixed_silence(call: Callable[..., Any]) -> None:
+    session, line = await call("hello there")
+    await until(lambda: session.state is S.LISTENING)
+    spoke = asyncio.get_running_loop().time()
+    await line.say(0.4, -20.0, then_silence=1.0)
+    await until(lambda: "played" in next(iter(session.record.turns), {}))
+    (turn,) = session.record.turns
+    assert turn["turn_end"] == "unsure"
+    assert turn["speech_end"] - (spoke + 0.4) >= 0.5
+
+
 # ------------------------------------------------------------------ failures
 
 

@@ -402,3 +402,49 @@ def test_enrol_full_course(call, db: TenantDB) -> None:
     assert "Python Basics" in c.say("ok python then").text
     assert c.say("no").text.startswith("Okay, I won't enrol you")
     assert _rows(db, "SELECT * FROM enrolments WHERE caller_id = ?", CALLER) == []
+
+
+# --- end of turn ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("tenant", "said", "verdict"), [
+    ("techstore", "Where is my order one two three four five?", "complete"),
+    ("techstore", "Where is my order 1 to 3 4 5", "complete"),  # a homophone inside
+    ("techstore", "My order number is one two", "incomplete"),
+    ("techstore", "My order number is", "incomplete"),
+    ("techstore", "Where is my order", "incomplete"),  # the number usually follows
+    ("techstore", "What is your return policy?", "complete"),
+    ("techstore", "I was wondering whether", "incomplete"),
+    ("techstore", "Hello there", "unsure"),
+    ("healthplus", "I would like to book an appointment for", "incomplete"),
+    ("healthplus", "I would like an appointment next Monday at three PM at the downtown "
+                   "clinic.", "complete"),
+    ("healthplus", "I have chest pains", "complete"),  # the emergency screen
+    ("edulearn", "Can I talk to a real person?", "complete"),
+    ("edulearn", "um", "incomplete"),
+    ("edulearn", "", "unsure"),
+])
+def test_the_words_say_whether_the_turn_is_over(call, tenant: str, said: str,
+                                                verdict: str) -> None:
+    c = call(tenant)
+    assert c.engine.turn_end(c.state, said).value == verdict
+
+
+def test_an_awaited_number_is_complete_at_its_length_and_a_confirmation_at_yes_or_no(
+        call) -> None:
+    order = call("techstore")
+    order.say("I want to track an order")
+    assert order.state.awaiting == "order_number"
+    assert order.engine.turn_end(order.state, "one two three").value == "incomplete"
+    assert order.engine.turn_end(order.state, "one two three four five").value == "complete"
+    assert order.engine.turn_end(order.state, "hmm let me see").value == "unsure"
+    course = call("edulearn")
+    course.say("I would like to register for a course.")
+    course.say("1")
+    assert course.state.awaiting == "confirm"
+    assert course.engine.turn_end(course.state, "Yes.").value == "complete"
+    assert course.engine.turn_end(course.state, "No.").value == "complete"
+    before = (len(course.state.history), course.state.awaiting, dict(course.state.slots))
+    course.engine.turn_end(course.state, "Yes.")
+    after = (len(course.state.history), course.state.awaiting, dict(course.state.slots))
+    assert after == before  # judging changes nothing

@@ -9,7 +9,10 @@ and feeds the endpointer and, while the agent talks, the barge-in rule:
   clause. The frame loop keeps running, so the caller can interrupt at any moment.
   Transcription starts early, after ``speculate_after_ms`` of trailing silence;
   if the caller stays silent until the endpointer ends the turn, that
-  transcript is the turn's (its cost is hidden in the end-of-turn wait).
+  transcript is the turn's (its cost is hidden in the end-of-turn wait). The
+  dialog reads it too (:mod:`~voice_agent.dialog.turn_end`): words that already
+  make a whole answer end the turn at once, words that stop mid-sentence make
+  the endpointer wait ``wait_longer_ms`` instead of its fixed silence.
 * Caller speech over the agent (:mod:`~voice_agent.conversation.barge_in`):
   60 ms of it, loud enough not to be the line's echo, *pauses* the agent's
   audio, so the caller hears silence within a few frames. A cough resumes the
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -58,6 +62,7 @@ from voice_agent.conversation.spoken_reply import SpokenReply
 from voice_agent.dialog.engine import DialogEngine
 from voice_agent.dialog.llm_dialog import APOLOGY, LlmDialog
 from voice_agent.dialog.state import DialogState
+from voice_agent.dialog.turn_end import TurnEnd
 from voice_agent.media.call_audio import CallAudio
 from voice_agent.providers.errors import ProviderError, call_failures, report_failure
 from voice_agent.providers.factory import ProviderSet
@@ -109,6 +114,7 @@ class ConversationAgent:
         barge_in: BargeInConfig | None = None,
         vad: Callable[[], VoiceActivityDetector] = BatchedSileroVad,
         speculate_after_ms: int = 200,
+        wait_longer_ms: int = 1200,
         llm: LanguageModel | None = None,
         per_tenant: Mapping[str, ProviderSet] | None = None,
         watchdog_seconds: float = 20.0,
@@ -129,6 +135,8 @@ class ConversationAgent:
         #: is decided (0: never). A pause the caller talks on through costs one
         #: wasted transcription; a real end of turn gets its transcript that much sooner.
         self._speculate_frames = speculate_after_ms // 20
+        #: The silence that ends a turn whose words stop mid-sentence ("my number is").
+        self._wait_longer_ms = wait_longer_ms
         #: Where turn and barge-in timestamps come from; the same clock as the frames'
         #: arrival times (tests pass the event loop's virtual time).
         self._clock = clock
@@ -196,6 +204,8 @@ class _Call:
         self.barge_in = BargeInDetector(agent._barge_in)
         #: The transcription deciding whether speech over the agent interrupts it.
         self.judging: asyncio.Task[None] | None = None
+        #: What the dialog made of the open utterance's early transcript.
+        self.turn_end = TurnEnd.UNSURE
         #: When caller speech last paused the agent (the stop a barge-in is heard at).
         self.paused_at: float | None = None
         self.turn: asyncio.Task[None] | None = None
@@ -308,11 +318,11 @@ class _Call:
             # if they were an interruption (the endpointer ends on the same frame).
             self._speculate()
             assert self.speculation is not None
-            self.judging = asyncio.create_task(self._judge(self.speculation[1]))
+            self.judging = asyncio.create_task(self._judge(*self.speculation))
         elif isinstance(event, BargeIn):
             self._barge_in(event)
 
-    async def _judge(self, words: asyncio.Task[Transcript]) -> None:
+    async def _judge(self, end: int, words: asyncio.Task[Transcript]) -> None:
         try:
             text = (await asyncio.shield(words)).text
         except Exception as exc:  # noqa: BLE001 - unknown words interrupt, as the safe side
@@ -321,6 +331,7 @@ class _Call:
             text = "?"
         if self.call.state in TALKING:
             self._on_barge_in(self.barge_in.verdict(is_backchannel(text), self.agent._clock()))
+            self._speculated(end, words)  # an interruption may already be a whole turn
 
     def _speculate(self) -> None:
         """Transcribe the open utterance now; the turn uses it if the caller stays silent."""
@@ -330,9 +341,28 @@ class _Call:
         silent_since = self.agent._clock() - self.endpointer.trailing_silence_frames * FRAME_SECONDS
         token = turn_ended_at.set(silent_since)
         try:
-            self.speculation = (end, asyncio.create_task(self.stt.transcribe(audio)))
+            task = asyncio.create_task(self.stt.transcribe(audio))
         finally:
             turn_ended_at.reset(token)
+        self.speculation = (end, task)
+        task.add_done_callback(functools.partial(self._speculated, end))
+
+    def _speculated(self, end: int, task: asyncio.Task[Transcript]) -> None:
+        """The early transcript is in: if the caller is still silent, may the turn end now?"""
+        if (task.cancelled() or task.exception() is not None
+                or self.speculation is None or self.speculation[1] is not task
+                or self.call.state in TALKING or self.talked_over
+                or not self.endpointer.in_speech
+                or self.endpointer.utterance_so_far()[0] != end):
+            return  # stale: the caller went on, or the agent is talking
+        verdict = self.engine.turn_end(self.state, task.result().text)
+        self.turn_end = verdict
+        if verdict is TurnEnd.COMPLETE:
+            utterance = self.endpointer.end_now()
+            assert utterance is not None
+            self._start_turn(utterance, self.agent._clock())
+        elif verdict is TurnEnd.INCOMPLETE:
+            self.endpointer.wait_longer(self.agent._wait_longer_ms)
 
     def _drop_speculation(self) -> None:
         if self.speculation is not None:
@@ -378,7 +408,9 @@ class _Call:
 
     async def _answer(self, utterance: SpeechEnd, speech_end: float,
                       early: asyncio.Task[Transcript] | None) -> None:
-        turn: dict[str, Any] = {"speech_end": speech_end, "speculative": early is not None}
+        turn: dict[str, Any] = {"speech_end": speech_end, "speculative": early is not None,
+                                 "turn_end": self.turn_end.value if early else "silence"}
+        self.turn_end = TurnEnd.UNSURE
         turn_ended_at.set(speech_end)  # this task's transcription queues by its turn's end
         try:
             self.stage = "stt"

@@ -23,6 +23,7 @@ from voice_agent.dialog.redact import redact
 from voice_agent.dialog.skills import SKILLS
 from voice_agent.dialog.state import DialogReply, DialogState, Turn, TurnContext
 from voice_agent.dialog.text import normalize
+from voice_agent.dialog.turn_end import TurnEnd, shared_intent, turn_end
 from voice_agent.tenants import Tenant
 from voice_agent.tenants.data import TenantDB
 
@@ -87,6 +88,18 @@ class DialogEngine:
             text, intent = self._converse(ctx)
             result = DialogReply(text, intent, tuple(ctx.calls))
         return self._record(state, raw, result)
+
+    def turn_end(self, state: DialogState, text: str) -> TurnEnd:
+        """Whether ``text`` (a transcript of the caller's open turn) already ends it.
+
+        Side-effect free, unlike :meth:`reply`: the caller may still go on.
+        """
+        def intent_of(norm: str) -> str | None:
+            if self._skill.screens_emergencies and _EMERGENCY.search(norm):
+                return "emergency"
+            return shared_intent(norm) or self._skill.intent_of(norm)
+
+        return turn_end(state, normalize(text), intent_of)
 
     def _converse(self, ctx: TurnContext) -> tuple[str, str]:
         state, skill = ctx.state, self._skill

@@ -465,7 +465,6 @@ class Endpointer:
     def __init__(self, config: EndpointerConfig | None = None) -> None:
         self.config = config if config is not None else EndpointerConfig()
         self._min_speech_frames = max(1, _frames_in(self.config.min_speech_ms))
-        self._silence_frames = _frames_in(self.config.silence_ms)
         self._max_frames = _frames_in(self.config.max_utterance_s * 1000)
         self._recent: deque[Pcm16] = deque(maxlen=_frames_in(self.config.pre_roll_ms))
         self.reset()
@@ -478,6 +477,20 @@ class Endpointer:
     def discard(self) -> None:
         """Forget the open utterance, if any (frame numbering goes on): it was no turn."""
         self._quiet()
+
+    def end_now(self) -> SpeechEnd | None:
+        """End the open utterance at its last speech frame, before the silence ran out.
+
+        For a caller whose words already say the turn is over (the dialog knows);
+        ``None`` if no utterance is open.
+        """
+        return self._end(self._next_index - 1, truncated=False) if self.in_speech else None
+
+    def wait_longer(self, silence_ms: int) -> None:
+        """This utterance ends after ``silence_ms`` of silence instead (the caller is
+        mid-sentence); the next one goes back to ``config.silence_ms``."""
+        if self.in_speech:
+            self._silence_frames = max(self._silence_frames, _frames_in(silence_ms))
 
     @property
     def in_speech(self) -> bool:
@@ -551,6 +564,7 @@ class Endpointer:
         return event
 
     def _quiet(self) -> None:
+        self._silence_frames = _frames_in(self.config.silence_ms)
         self._phase = _Phase.QUIET
         self._audio: list[Pcm16] = []
         self._onset = self._audio_start = self._last_speech = 0
