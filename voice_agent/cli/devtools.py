@@ -401,8 +401,8 @@ def _bench_conversation(run: Callable[[Settings], Awaitable[dict[str, Any]]]) ->
         raise fail(str(exc)) from exc
     path = conversation.save(result)
     summary = {k: v for k, v in result.items()
-               if k in ("v2v_s", "stages_s", "stop_at_caller_s", "onset_to_pause_s",
-                        "answered_new_question", "false_barge_ins", "coughs",
+               if k in ("v2v_s", "stages_s", "turn_end", "cut_off_callers", "stop_at_caller_s",
+                        "onset_to_pause_s", "answered_new_question", "false_barge_ins", "coughs",
                         "backchannel_resumed_rate", "false_barge_ins_on_backchannels")}
     for cell, figures in result.get("cells", {}).items():
         summary[cell] = {"stop_p95_s": figures["stop_at_caller_s"]["p95"],

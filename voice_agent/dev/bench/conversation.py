@@ -62,6 +62,15 @@ QUESTIONS = {
     "18005559999": ["What courses do you offer?",
                     "I would like to register for a course."],
 }
+#: Sentences with a pause mid-way, longer than the fixed end-of-turn silence: the agent
+#: must wait for the rest. An answer to the first half alone is a cut-off caller.
+PAUSED = {
+    "18005551234": [Step("My order number is", then="one two three four five"),
+                    Step("Do you have", then="a laptop in stock?")],
+    "18005555678": [Step("I would like an appointment", then="next Monday at three PM at "
+                         "the downtown clinic.")],
+    "18005559999": [Step("I would like to register for", then="a course.")],
+}
 STACK = "embedded: silero VAD, whisper tiny.en, dialog engine, piper joe-medium"
 STAGES = ("endpointing", "stt", "reply", "tts_first_audio", "network_playout")
 TURNS_PER_CALL = 5
@@ -129,6 +138,7 @@ async def _interview(settings: Settings, turns: int, stt: WhisperStt | None,
                 speech_end = (exchange.reply_started or 0) - (exchange.latency_s or 0)
                 rows.append({"number": number, "said": exchange.said,
                              "heard": exchange.heard, "agent_heard": turn.get("heard"),
+                             "turn_end": turn.get("turn_end", "-"),
                              "v2v_s": exchange.latency_s,
                              "stages": _stages(exchange, turn, speech_end)})
                 progress(f"{number}: {exchange.said!r} → {exchange.latency_s:.2f} s"
@@ -150,15 +160,31 @@ def _stamp(result: dict[str, Any], settings: Settings, commit: str) -> dict[str,
 async def latency(settings: Settings, turns: int, progress: Progress = print) -> dict[str, Any]:
     """``turns`` questions per tenant; V2V at the caller and the per-stage breakdown."""
     commit = _git_commit()
+    stt = WhisperStt()
+    probes: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
         async with running_agent(_conversation_settings(settings, data)) as manager:
             await manager.wait_connected(30)
-            rows = await _interview(settings, turns, WhisperStt(),
-                                    lambda: _session_record(manager), progress)
+            rows = await _interview(settings, turns, stt, lambda: _session_record(manager),
+                                    progress)
+            for number, steps in PAUSED.items():
+                for step in steps:
+                    _, record = await _one_call(settings, stt, number, [step],
+                                                lambda: _session_record(manager))
+                    heard = record.turns[0].get("heard", "") if record and record.turns else ""
+                    cut = record is None or len(record.turns) != 1
+                    probes.append({"number": number, "said": step.label,
+                                   "agent_heard": heard, "cut_off": cut})
+                    progress(f"{number}: {step.label!r} → "
+                             f"{'CUT OFF' if cut else 'waited'} ({heard!r})")
     v2v = [r["v2v_s"] for r in rows if r["v2v_s"] is not None]
     staged = [r["stages"] for r in rows if r["stages"]]
+    ends = [r["turn_end"] for r in rows]
     return _stamp({"kind": "latency", "turns": rows, "v2v_s": _percentiles(v2v),
                    "stages_s": {s: _percentiles([st[s] for st in staged]) for s in STAGES},
+                   "turn_end": {verdict: ends.count(verdict) for verdict in sorted(set(ends))},
+                   "pause_probes": probes,
+                   "cut_off_callers": sum(p["cut_off"] for p in probes),
                    "stack": STACK}, settings, commit)
 
 

@@ -53,10 +53,15 @@ class Step:
     dtmf: str | None = None
     #: Speak this many seconds after the agent started its previous reply (a barge-in).
     barge_in_after: float | None = None
+    #: Then, after ``pause_s`` of silence mid-sentence, say this too (one turn).
+    then: str | None = None
+    pause_s: float = 0.8
 
     @property
     def label(self) -> str:
-        return self.say if self.say is not None else f"[DTMF {self.dtmf}]"
+        if self.say is None:
+            return f"[DTMF {self.dtmf}]"
+        return f"{self.say} … {self.then}" if self.then else self.say
 
 
 @dataclass
@@ -211,6 +216,9 @@ class ScriptedCaller:
         else:
             assert step.say is not None
             pcm = speech(step.say, voice=self.voice)
+            if step.then:
+                pcm = np.concatenate((pcm, np.zeros(int(step.pause_s * 16000), np.int16),
+                                      speech(step.then, voice=self.voice)))
             first, last = _speech_bounds(pcm)  # timed at the nominal level
             pcm = (pcm * self.gain).astype(np.int16) if self.gain != 1 else pcm
             pcm = np.concatenate((pcm, np.zeros(int(self.trailing_silence * 16000), np.int16)))
