@@ -270,6 +270,23 @@ async def test_a_backchannel_pauses_the_reply_which_then_plays_on_in_full(
     assert turn["played"] - turn["first_audio"] >= len(turn["reply"]) * 0.02
 
 
+async def test_sound_broken_into_pieces_too_short_for_an_utterance_is_noise(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call("what is your return policy", seconds_per_char=0.02)
+    await until(lambda: session.state is S.LISTENING)
+    await line.say(0.4, -20.0, then_silence=0.6)
+    await until(lambda: session.state is S.SPEAKING)
+    # 100 ms, a 20 ms dip, 80 ms: enough counted speech to be judged, but never the
+    # 150 ms in a row the endpointer needs for an utterance.
+    await line.say(0.1, -20.0, then_silence=0.02)
+    await line.say(0.08, -20.0, then_silence=0.5)
+    await until(lambda: "played" in session.record.turns[0])
+    assert not session.record.barge_ins
+    assert [p["reason"] for p in session.record.turns[0]["pauses"]] == ["noise"]
+    assert len(line.stt.heard) == 1  # nothing transcribed for it
+
+
 async def test_a_caller_18_db_under_the_agent_stops_it_on_a_line_without_echo(
     call: Callable[..., Any],
 ) -> None:

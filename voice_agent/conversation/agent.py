@@ -314,6 +314,10 @@ class _Call:
             log.info("call %s: resumed the reply after %.2f s (%s)", self.record.session_id,
                      event.at - event.onset, event.reason)
         elif isinstance(event, Judge):
+            if not self.endpointer.in_speech:
+                # Broken into pieces too short to be an utterance: noise, play on.
+                self._on_barge_in(self.barge_in.verdict(True, event.at, reason="noise"))
+                return
             # What the words were decides; their transcript is also the next turn's
             # if they were an interruption (the endpointer ends on the same frame).
             self._speculate()

@@ -262,8 +262,9 @@ class BargeInDetector:
             return Judge(self._onset, at)
         return None
 
-    def verdict(self, backchannel: bool, at: float) -> Resume | BargeIn | None:
-        """The words of a :class:`Judge` were a backchannel (or nothing) or not.
+    def verdict(self, backchannel: bool, at: float, *,
+                reason: str = "backchannel") -> Resume | BargeIn | None:
+        """The words of a :class:`Judge` were a backchannel (or nothing, or noise) or not.
 
         ``None`` when the question is moot (the pause already ended). A caller
         who is talking again when the answer comes interrupts either way.
@@ -271,7 +272,7 @@ class BargeInDetector:
         if self._phase is not _Phase.JUDGING:
             return None
         if backchannel and self._quiet > 0:
-            return self._resumed(at, "backchannel")
+            return self._resumed(at, reason)
         return self._interrupted(at)
 
     def _interrupted(self, at: float) -> BargeIn:
