@@ -184,7 +184,17 @@ class Settings(BaseSettings):
         20.0, gt=0, description="A call stuck this long in THINKING, or SPEAKING with "
         "nothing playing, gets a spoken apology and goes back to LISTENING.")
 
+    web_host: str = Field("127.0.0.1", description="Address of the metrics web server; "
+                          "keep it on loopback unless a proxy guards it.")
+    web_port: int = Field(8090, ge=0, le=65535, description="Port of /metrics (0: no web "
+                          "server).")
+    agi_web_port: int = Field(8091, ge=0, le=65535, description="Port of the AGI fallback's "
+                              "/metrics (0: none); it runs beside `serve`, so not web_port.")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line, with call_id and tenant on "
+        "every line logged inside a call.")
 
     @field_validator("ari_url")
     @classmethod

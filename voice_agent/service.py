@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from voice_agent.ari.ari_audio_bridge import HelperChannels, MediaFactory
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriClient
+from voice_agent.calls import metrics
 from voice_agent.calls.protocol import CallAgent
 from voice_agent.config import Settings
 from voice_agent.conversation.echo import EchoAgent
@@ -84,6 +87,11 @@ async def running_agent(
         manager = SessionManager(ari, tenants, settings,
                                  media=media if agent is not None else None, agent=agent)
         manager.start()
+        sources = {f"ari-live-{id(manager)}": metrics.live_calls(
+                       "ari", lambda: [s.record for s in manager.sessions.values()]),
+                   f"ari-media-{id(manager)}": _media_metrics(ari, clock, rtp)}
+        for name, source in sources.items():
+            metrics.add_source(name, source)
         limit = settings.call_limit()
         log.info("voice agent: app %s on %s, agent %s, media %s, tenants %s, max %d calls%s",
                  settings.app_name, settings.ari_url, settings.agent,
@@ -93,8 +101,30 @@ async def running_agent(
         try:
             yield manager
         finally:
+            for name in sources:
+                metrics.remove_source(name)
             await manager.shutdown(drain_seconds)
             await clock.aclose()
             rtp.close()
             if (close := getattr(agent, "aclose", None)) is not None:
                 await close()
+
+
+def _media_metrics(ari: AriClient, clock: MediaClock, rtp: RtpMediaServer) -> metrics.Source:
+    """Media clock ticks (late, skipped), RTP datagrams and ARI reconnects, read at scrape."""
+    def collect() -> Iterable[Metric]:
+        counters = {
+            "voice_agent_media_ticks": ("20 ms media clock ticks.", clock.stats.ticks),
+            "voice_agent_media_ticks_late": ("Ticks that sent their frames more than 5 ms "
+                                             "late.", clock.stats.late),
+            "voice_agent_media_ticks_skipped": ("Ticks skipped after an event loop stall.",
+                                                clock.stats.skipped),
+            "voice_agent_rtp_datagrams": ("RTP datagrams received.", rtp.stats.datagrams),
+            "voice_agent_rtp_malformed": ("RTP datagrams dropped as malformed.",
+                                          rtp.stats.malformed),
+            "voice_agent_ari_reconnects": ("ARI event connections after the first.",
+                                           max(0, ari.connections - 1)),
+        }
+        return [CounterMetricFamily(name, text, value=value)
+                for name, (text, value) in counters.items()]
+    return collect

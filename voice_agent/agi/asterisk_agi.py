@@ -25,6 +25,7 @@ from voice_agent.agi.audio_files import AudioDirectory
 from voice_agent.agi.channel import AgiChannel
 from voice_agent.agi.protocol import AgiError, AgiHangup
 from voice_agent.agi.sequential import AgiConversation, SpeechServices, TurnLimits
+from voice_agent.calls import metrics
 from voice_agent.calls.admission import Admission
 from voice_agent.calls.record import TENANT_VARIABLE, CallRecord, CallState, RejectedCall
 from voice_agent.config import Settings
@@ -135,7 +136,8 @@ class FastAgiServer:
         self._server: asyncio.Server | None = None
         self.sessions: dict[str, AgiSession] = {}
         #: Limit, drain, and finished calls and rejections: the same rules as the ARI agent.
-        self.admission = Admission(settings.call_limit(), settings.busy_prompt, what="AGI call")
+        self.admission = Admission(settings.call_limit(), settings.busy_prompt, what="AGI call",
+                                   entry="agi")
         self.completed = self.admission.completed
         self.rejected = self.admission.rejected
 
@@ -255,9 +257,13 @@ async def running_agi_server(
         await server.start(host, port)
     except OSError as exc:
         raise AgiError(f"cannot serve FastAGI on {host}:{port}: {exc}") from exc
+    source = f"agi-live-{id(server)}"
+    metrics.add_source(source, metrics.live_calls(
+        "agi", lambda: [session.record for session in server.sessions.values()]))
     try:
         yield server
     finally:
+        metrics.remove_source(source)
         await server.shutdown(drain_seconds)
         if owned:
             await services.aclose()

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from voice_agent.ari.ari_session_manager import SessionManager
-
-LATE_THRESHOLD = 0.005  # a frame sent > 5 ms after its deadline counts as late
+from voice_agent.media.media_clock import LATE_THRESHOLD
 
 
 def media_stats(manager: SessionManager) -> dict[str, Any]:

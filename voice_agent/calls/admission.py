@@ -21,6 +21,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from voice_agent.calls import metrics
 from voice_agent.calls.record import CallRecord, RejectedCall
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,11 @@ HISTORY = 1000
 class Admission:
     """Admission limit, drain and the task set of one entry point's calls."""
 
-    def __init__(self, max_calls: int, busy_prompt: str, *, what: str = "call") -> None:
+    def __init__(self, max_calls: int, busy_prompt: str, *, what: str = "call",
+                 entry: str = "ari") -> None:
         self.max_calls = max_calls
+        #: The entry point's name in metrics ("ari", "agi").
+        self.entry = entry
         self.busy_prompt = busy_prompt
         self._what = what
         self.accepting = True
@@ -57,12 +61,14 @@ class Admission:
         self.calls_total += 1
 
     def finished(self, record: CallRecord) -> None:
-        """Keep the record of a call that ended."""
+        """Keep the record of a call that ended, and count it."""
         self.completed.append(record)
+        metrics.call_finished(record, self.entry)
 
     def reject(self, rejected: RejectedCall) -> RejectedCall:
-        """Keep a rejection (the caller is told why by the entry point)."""
+        """Keep a rejection (the caller is told why by the entry point), and count it."""
         self.rejected.append(rejected)
+        metrics.call_rejected(rejected, self.entry)
         return rejected
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:

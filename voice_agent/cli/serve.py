@@ -22,6 +22,7 @@ from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriError
 from voice_agent.cli.common import app, fail, settings_from_env
 from voice_agent.service import running_agent
+from voice_agent.web import WebError, running_web
 
 
 @app.command()
@@ -49,7 +50,8 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running_agent(settings, drain_seconds=drain_seconds) as manager:
+        async with running_web(settings), \
+                running_agent(settings, drain_seconds=drain_seconds) as manager:
             with contextlib.suppress(AriError):
                 await manager.wait_connected(settings.request_timeout)
             if manager.ari.connected.is_set():
@@ -71,7 +73,7 @@ def serve(
         # uvloop: the media path is thousands of small datagrams and timer
         # wake-ups a second, where its event loop costs far less than asyncio's.
         uvloop.run(main())
-    except AriError as exc:
+    except (AriError, WebError) as exc:
         raise fail(str(exc), 2) from exc
 
 
@@ -109,7 +111,9 @@ def agi(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running_agi_server(settings, drain_seconds=drain_seconds) as server:
+        web = settings.model_copy(update={"web_port": settings.agi_web_port})
+        async with running_web(web), \
+                running_agi_server(settings, drain_seconds=drain_seconds) as server:
             logging.info("ready: FastAGI on %s:%d (Ctrl-C to stop)", settings.agi_host,
                          server.port)
             await stop.wait()
@@ -117,5 +121,5 @@ def agi(
 
     try:
         uvloop.run(main())
-    except AgiError as exc:
+    except (AgiError, WebError) as exc:
         raise fail(str(exc), 2) from exc

@@ -412,8 +412,10 @@ class _Call:
 
     async def _answer(self, utterance: SpeechEnd, speech_end: float,
                       early: asyncio.Task[Transcript] | None) -> None:
-        turn: dict[str, Any] = {"speech_end": speech_end, "speculative": early is not None,
-                                 "turn_end": self.turn_end.value if early else "silence"}
+        turn: dict[str, Any] = {
+            "speech_end": speech_end, "speculative": early is not None,
+            "turn_end": self.turn_end.value if early else "silence",
+            "end_of_turn_s": (utterance.detected_frame - utterance.end_frame + 1) * FRAME_SECONDS}
         self.turn_end = TurnEnd.UNSURE
         turn_ended_at.set(speech_end)  # this task's transcription queues by its turn's end
         try:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: A timer may fire this much before its deadline (clock resolution); still that tick.
 _EARLY_WAKE_TOLERANCE = 0.0005
+#: A tick that ran this much past its deadline sent its frames late.
+LATE_THRESHOLD = 0.005
 
 
 class Ticker(Protocol):
@@ -36,11 +38,14 @@ class Ticker(Protocol):
 class ClockStats:
     ticks: int = 0
     skipped: int = 0
+    #: Ticks more than :data:`LATE_THRESHOLD` past their deadline (a running count).
+    late: int = 0
     #: How late each tick ran past its deadline, seconds (bounded ring for the benchmark).
     lateness: list[float] = field(default_factory=list)
     keep: int = 50_000
 
     def record(self, late: float) -> None:
+        self.late += late > LATE_THRESHOLD
         if len(self.lateness) >= self.keep:
             del self.lateness[: self.keep // 2]
         self.lateness.append(late)

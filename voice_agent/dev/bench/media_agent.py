@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import psutil
 
-from voice_agent.ari.media_stats import LATE_THRESHOLD
 from voice_agent.conversation.echo import echo
 from voice_agent.dev.bench.media import (
     RESULTS,
@@ -32,7 +31,7 @@ from voice_agent.dev.bench.media import (
     measure_call,
     write_result,
 )
-from voice_agent.media.media_clock import MediaClock
+from voice_agent.media.media_clock import LATE_THRESHOLD, MediaClock
 from voice_agent.media.rtp_transport import RtpMediaServer
 
 
