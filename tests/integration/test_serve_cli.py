@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -15,6 +17,7 @@ from tests.helpers import eventually
 from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.dev.model_servers import free_tcp_port
 from voice_agent.dev.sim.phone import SimPhone
 
 
@@ -32,7 +35,9 @@ async def test_serve_answers_and_drains_on_sigterm(
     manager.bind(str(tmp_path / "notify"))
     manager.setblocking(False)
     loop = asyncio.get_running_loop()
-    env = {**os.environ, "VOICE_AGENT_LOG_LEVEL": "INFO", "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    web_port = free_tcp_port()
+    env = {**os.environ, "VOICE_AGENT_LOG_LEVEL": "INFO", "NOTIFY_SOCKET": str(tmp_path / "notify"),
+           "VOICE_AGENT_WEB_PORT": str(web_port), "VOICE_AGENT_LOG_FORMAT": "json"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "voice_agent.cli", "serve", "--agent", "echo",
         "--drain-seconds", "1", env=env, stderr=asyncio.subprocess.PIPE)
@@ -43,6 +48,11 @@ async def test_serve_answers_and_drains_on_sigterm(
         async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
             call = await phone.dial("18005559999", via="sip")
             assert call.tenant == "edulearn"
+            async with httpx.AsyncClient() as http:  # the live call, as Prometheus sees it
+                scraped = (await http.get(f"http://127.0.0.1:{web_port}/metrics")).text
+            assert re.search(r'voice_agent_calls_live\{entry="ari",state="\w+",'
+                             r'tenant="edulearn"\} 1\.0', scraped), scraped
+            assert "process_resident_memory_bytes" in scraped
             process.send_signal(signal.SIGTERM)
             # Drain: the live call gets 1 s, then the agent hangs it up and exits 0.
             assert await call.wait_ended(15), "the agent did not end the call on shutdown"
@@ -50,8 +60,12 @@ async def test_serve_answers_and_drains_on_sigterm(
                 assert await process.wait() == 0
         assert manager.recv(256) == b"STOPPING=1"
         log = (await process.stderr.read()).decode() if process.stderr else ""
-        assert "ready: waiting for calls" in log
-        assert "stopping: 1 live call(s)" in log
+        lines = [json.loads(line) for line in log.splitlines()]  # every line is JSON
+        messages = [line["message"] for line in lines]
+        assert "ready: waiting for calls (Ctrl-C to stop)" in messages
+        assert "stopping: 1 live call(s)" in messages
+        in_call = [line for line in lines if line.get("call_id")]
+        assert in_call and all(line["tenant"] == "edulearn" for line in in_call), in_call
         assert not await _app_registered(settings)
         await eventually(lambda: _no_channels(inspector), what="no channels left")
     finally:

@@ -1,7 +1,11 @@
-"""Metrics: counted from each ended call's record; live state read at scrape; /metrics."""
+"""Metrics (counted from each ended call's record, live state read at scrape, /metrics)
+and JSON logs tagged with the call."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import socket
 from collections.abc import Iterable
 
@@ -12,6 +16,7 @@ from prometheus_client.core import Metric
 
 from voice_agent.calls import metrics
 from voice_agent.calls.admission import Admission
+from voice_agent.calls.log_context import JsonFormatter, in_call
 from voice_agent.calls.record import CallRecord, CallState, RejectedCall
 from voice_agent.config import Settings
 from voice_agent.dev.model_servers import free_tcp_port
@@ -116,3 +121,39 @@ async def test_metrics_are_served_and_a_taken_port_is_a_clear_error() -> None:
         assert port is None
     with socket.socket() as probe:  # released at the end of the block
         probe.bind(("127.0.0.1", settings.web_port))
+
+
+async def test_json_log_lines_carry_the_call_of_the_task_that_logged_them() -> None:
+    formatter = JsonFormatter()
+    lines: list[dict[str, object]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(formatter.format(record)))
+
+    logger = logging.getLogger("voice_agent.test_json")
+    logger.addHandler(handler := Collect())
+    logger.setLevel(logging.INFO)
+
+    async def call(call_id: str) -> None:
+        in_call(call_id, "healthplus")
+        await asyncio.sleep(0)
+        await asyncio.to_thread(logger.info, "in a worker thread of %s", call_id)
+        logger.info("in the call task")
+
+    try:
+        await asyncio.gather(call("a1"), call("b2"))
+        logger.warning("outside any call")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    tagged = [(line["call_id"], line["message"]) for line in lines if "call_id" in line]
+    assert sorted(tagged) == [("a1", "in a worker thread of a1"), ("a1", "in the call task"),
+                              ("b2", "in a worker thread of b2"), ("b2", "in the call task")]
+    assert all(line["tenant"] == "healthplus" for line in lines if "call_id" in line)
+    outside, failed = lines[-2:]
+    assert "call_id" not in outside and outside["level"] == "WARNING"
+    assert "ValueError: boom" in str(failed["exc"])

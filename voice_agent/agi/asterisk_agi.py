@@ -27,6 +27,7 @@ from voice_agent.agi.protocol import AgiError, AgiHangup
 from voice_agent.agi.sequential import AgiConversation, SpeechServices, TurnLimits
 from voice_agent.calls import metrics
 from voice_agent.calls.admission import Admission
+from voice_agent.calls.log_context import in_call
 from voice_agent.calls.record import TENANT_VARIABLE, CallRecord, CallState, RejectedCall
 from voice_agent.config import Settings
 from voice_agent.tenants import Tenant, TenantRegistry, UnknownTenantError
@@ -65,6 +66,7 @@ class AgiSession:
 
     async def run(self) -> None:
         """Serve the call until it ends; always removes its files and closes the socket."""
+        in_call(self.id, self.tenant.name)
         try:
             await self._work_until_end()
         finally:

@@ -23,6 +23,7 @@ from typing import Any
 from voice_agent.ari.ari_audio_bridge import MediaFactory, bridge_prefix
 from voice_agent.ari.asterisk_ari import AriClient, AriError, AriNotFoundError
 from voice_agent.ari.playback import PlaybackTracker
+from voice_agent.calls.log_context import in_call
 from voice_agent.calls.protocol import CallAgent
 from voice_agent.calls.record import TENANT_VARIABLE, CallRecord, CallState
 from voice_agent.media.call_audio import CallAudio
@@ -89,6 +90,7 @@ class CallSession:
 
     async def run(self) -> None:
         """Serve the call until it ends; always releases what it created."""
+        in_call(self.id, self.record.tenant)
         try:
             async with AsyncExitStack() as resources:
                 await self._work_until_end(resources)

@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from voice_agent.calls.log_context import JsonFormatter
 from voice_agent.config import Settings
 
 app = typer.Typer(
@@ -26,11 +27,10 @@ def settings_from_env(**overrides: object) -> Settings:
     except ValidationError as exc:
         err.print(f"[red]invalid configuration:[/red]\n{exc}")
         raise typer.Exit(2) from exc
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return settings
 
