@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.helpers import eventually, local_llm_server
 from tests.integration.conftest import TalkTo, assert_nothing_left
@@ -97,7 +98,11 @@ async def test_edulearn_enrols_the_caller_in_a_course(
 async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
     talk_to: TalkTo, inspector: AriClient,
 ) -> None:
-    """Barge-in: agent audio stops at the caller, and the agent answers the new question."""
+    """Barge-in: agent audio stops at the caller, and the agent answers the new question;
+    Prometheus counts the barge-in and the turns once the call ended."""
+    labels = {"entry": "ari", "tenant": "techstore"}
+    barge_ins = REGISTRY.get_sample_value("voice_agent_barge_ins_total", labels) or 0.0
+    turns = REGISTRY.get_sample_value("voice_agent_turns_total", labels) or 0.0
     async with talk_to("100") as talk:
         await talk.caller.run([
             Step("What is your return policy?"),  # a ~12 s answer
@@ -113,6 +118,8 @@ async def test_caller_interrupts_a_long_reply_and_gets_the_new_answer(
         assert words_heard(record.turns[-1]["reply"], interruption.heard) >= 0.5, interruption
         await talk.call.hangup()
         await assert_nothing_left(inspector, talk.manager)
+    assert REGISTRY.get_sample_value("voice_agent_barge_ins_total", labels) == barge_ins + 1
+    assert REGISTRY.get_sample_value("voice_agent_turns_total", labels) == turns + 2
 
 
 @pytest.mark.parametrize(("via", "gain_db"), [("sip", -12.0), ("local", -12.0)])

@@ -20,7 +20,7 @@ from voice_agent import sd_notify
 from voice_agent.ari import media_stats
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriError
-from voice_agent.cli.common import app, fail, settings_from_env
+from voice_agent.cli.common import app, console, fail, settings_from_env
 from voice_agent.service import running_agent
 from voice_agent.web import WebError, running_web
 
@@ -123,3 +123,41 @@ def agi(
         uvloop.run(main())
     except (AgiError, WebError) as exc:
         raise fail(str(exc), 2) from exc
+
+
+@app.command()
+def doctor(
+    ari_url: Annotated[str | None, typer.Option(
+        help="Asterisk HTTP base URL (VOICE_AGENT_ARI_URL).")] = None,
+    context: Annotated[str, typer.Option(help="Dialplan context the numbers are in.")]
+    = "voice-agent-ari",
+    number: Annotated[list[str] | None, typer.Option(
+        help="NUMBER=TENANT to check (repeatable; default: the shipped dialplan's "
+        "numbers).")] = None,
+) -> None:
+    """Check a live Asterisk (ours or an existing PBX) for the agent: one line per check,
+    with the fix when it fails; exit 1 when one fails. Run it with `serve` up to check
+    that each number reaches its tenant."""
+    from voice_agent.doctor import Check, run_checks
+    from voice_agent.tenants import SHIPPED_NUMBERS
+
+    settings = settings_from_env(ari_url=ari_url)
+    numbers = dict(SHIPPED_NUMBERS)
+    if number:
+        try:
+            numbers = dict(item.split("=", 1) for item in number)
+        except ValueError:
+            raise fail(f"--number takes NUMBER=TENANT, got {number!r}", 2) from None
+
+    def show(check: Check) -> None:
+        mark = ("[green]ok  [/green]" if check.ok else
+                "[yellow]warn[/yellow]" if check.warn else "[red]FAIL[/red]")
+        console.print(f"{mark} {check.name}: {check.detail}", highlight=False)
+        if check.fix and not check.ok:
+            console.print(f"     fix: {check.fix}", highlight=False)
+
+    checks = asyncio.run(run_checks(settings, numbers, context, show))
+    failed = [check.name for check in checks if check.failed]
+    if failed:
+        raise fail(f"{len(failed)} check(s) failed: {', '.join(failed)}", 1)
+    console.print(f"[green]doctor ok[/green]: {len(checks)} checks")

@@ -16,6 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 TENANTS_DIR = Path(__file__).parent
+#: The numbers the shipped dialplan (``voice-agent-ari``) routes to each tenant.
+SHIPPED_NUMBERS = {"100": "techstore", "18005551234": "techstore",
+                   "18005555678": "healthplus", "18005559999": "edulearn"}
 
 
 class ProviderOverride(BaseModel):
