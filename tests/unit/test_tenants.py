@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from voice_agent.tenants import Tenant, TenantRegistry, UnknownTenantError
+from voice_agent.tenants import Tenant, TenantFileError, TenantRegistry, UnknownTenantError
 
 SHIPPED = ["edulearn", "healthplus", "techstore"]
 
@@ -95,11 +95,11 @@ def test_invalid_tenant_name_is_rejected(bad_name: str) -> None:
 
 def test_invalid_tenant_file_is_rejected(tmp_path: Path) -> None:
     _write(tmp_path, "bad.yaml", "name: Bad Name\ndisplay_name: Bad\ngreeting_prompt: beep\n")
-    with pytest.raises(ValidationError, match="name"):
+    with pytest.raises(TenantFileError, match=r"bad\.yaml(.|\n)*name"):
         TenantRegistry.load(tmp_path)
 
 
 def test_tenant_file_missing_field_is_rejected(tmp_path: Path) -> None:
     _write(tmp_path, "partial.yaml", "name: partial\ndisplay_name: Partial\n")
-    with pytest.raises(ValidationError, match="greeting_prompt"):
+    with pytest.raises(TenantFileError, match=r"partial\.yaml(.|\n)*greeting_prompt"):
         TenantRegistry.load(tmp_path)

@@ -22,6 +22,7 @@ from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriError
 from voice_agent.cli.common import app, console, fail, settings_from_env
 from voice_agent.service import running_agent
+from voice_agent.tenants import TenantFileError
 from voice_agent.web import WebError, running_web
 
 
@@ -73,7 +74,7 @@ def serve(
         # uvloop: the media path is thousands of small datagrams and timer
         # wake-ups a second, where its event loop costs far less than asyncio's.
         uvloop.run(main())
-    except (AriError, WebError) as exc:
+    except (AriError, WebError, TenantFileError) as exc:
         raise fail(str(exc), 2) from exc
 
 
@@ -121,7 +122,7 @@ def agi(
 
     try:
         uvloop.run(main())
-    except (AgiError, WebError) as exc:
+    except (AgiError, WebError, TenantFileError) as exc:
         raise fail(str(exc), 2) from exc
 
 

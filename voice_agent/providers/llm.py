@@ -282,11 +282,21 @@ class ChatStreamDecoder:
 
     def _add_fragment(self, fragment: dict[str, Any]) -> None:
         # Servers that send each call whole in one chunk may omit "index".
-        call = self._calls.setdefault(fragment.get("index", len(self._calls)), _PartialCall())
-        call.id = fragment.get("id") or call.id
+        index = fragment.get("index", len(self._calls))
         function = fragment.get("function") or {}
-        call.name += function.get("name") or ""
-        call.arguments.append(function.get("arguments") or "")
+        name, arguments = function.get("name") or "", function.get("arguments") or ""
+        call_id = fragment.get("id") or ""
+        # Checked here, where feed() turns a TypeError into a ProviderResponseError,
+        # not when [DONE] joins the pieces.
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f"tool call index is {type(index).__name__}, not an integer")
+        for what, value in (("name", name), ("arguments", arguments), ("id", call_id)):
+            if not isinstance(value, str):
+                raise TypeError(f"tool call {what} is {type(value).__name__}, not text")
+        call = self._calls.setdefault(index, _PartialCall())
+        call.id = call_id or call.id
+        call.name += name
+        call.arguments.append(arguments)
 
     def _complete_calls(self) -> list[TextDelta | ToolCall]:
         calls: list[TextDelta | ToolCall] = [

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 TENANTS_DIR = Path(__file__).parent
 #: The numbers the shipped dialplan (``voice-agent-ari``) routes to each tenant.
@@ -74,6 +74,10 @@ class Tenant(BaseModel):
         description="Model servers for this tenant; unset stages use the service's.")
 
 
+class TenantFileError(ValueError):
+    """A tenant file that is not valid YAML or not a valid tenant; the message names it."""
+
+
 class UnknownTenantError(LookupError):
     """The Stasis arguments do not name a configured tenant."""
 
@@ -86,11 +90,17 @@ class TenantRegistry:
 
     @classmethod
     def load(cls, directory: Path = TENANTS_DIR) -> TenantRegistry:
-        """Read every ``*.yaml`` tenant file in ``directory``."""
-        tenants = [
-            Tenant.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-            for path in sorted(directory.glob("*.yaml"))
-        ]
+        """Read every ``*.yaml`` tenant file in ``directory``.
+
+        Raises :class:`TenantFileError` naming the file and what is wrong in it.
+        """
+        tenants = []
+        for path in sorted(directory.glob("*.yaml")):
+            try:
+                tenants.append(Tenant.model_validate(
+                    yaml.safe_load(path.read_text(encoding="utf-8"))))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
+                raise TenantFileError(f"tenant file {path}: {exc}") from exc
         return cls(tenants)
 
     def __iter__(self) -> Iterator[Tenant]:
