@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from tests.helpers import eventually
 from voice_agent.ari.ari_session_manager import SessionManager
@@ -744,3 +746,52 @@ async def test_reconnect_check_never_hangs_up_callers(
     await manager.reconcile()
     await manager.reconcile()
     assert "hangup" not in fake.calls_for("new-caller")
+
+
+# -------------------------------------------------------------------- fuzzing
+
+_any_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                         lambda c: st.lists(c, max_size=3)
+                         | st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=8)
+_channels = _any_json | st.fixed_dictionaries(
+    {"id": st.text(max_size=6) | _any_json},
+    optional={"name": st.sampled_from(["PJSIP/x-1", "UnicastRTP/1"]) | _any_json,
+              "caller": _any_json | st.fixed_dictionaries({"number": _any_json}),
+              "dialplan": _any_json})
+_events = st.fixed_dictionaries(
+    {"type": st.sampled_from(["StasisStart", "StasisEnd", "ChannelDestroyed",
+                              "ChannelDtmfReceived", "PlaybackFinished", "Unknown"]) | _any_json},
+    optional={"channel": _channels, "args": st.lists(st.sampled_from(
+        ["techstore", "nobody", ""]), max_size=2) | _any_json,
+        "digit": _any_json, "playback": _any_json, "cause_txt": _any_json})
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(st.lists(_events, max_size=6))
+def test_fuzzed_ari_events_are_dropped_or_handled_never_crash_a_handler(
+        events: list[dict[str, Any]]) -> None:
+    failures: list[logging.LogRecord] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info:  # a handler crashed: a traceback, not a clear line
+                failures.append(record)
+
+    async def run() -> None:
+        fake = FakeAri()
+        manager = SessionManager(fake, TenantRegistry.load(),  # type: ignore[arg-type]
+                                 Settings(_env_file=None))
+        fake.manager = manager  # type: ignore[attr-defined]
+        for event in events:
+            manager.dispatch(event)
+        await asyncio.sleep(0.01)  # let the calls it started take their first steps
+        await manager.shutdown()
+        assert all(isinstance(record.channel_id, str) for record in manager.completed)
+
+    watch = Watch()
+    logging.getLogger("voice_agent").addHandler(watch)
+    try:
+        asyncio.run(run())
+    finally:
+        logging.getLogger("voice_agent").removeHandler(watch)
+    assert not failures, [f.getMessage() for f in failures]

@@ -94,6 +94,8 @@ class SessionManager:
         self._rejecting: set[str] = set()
         #: What the last janitor check found out of line (acted on if seen again).
         self._suspects: set[str] = set()
+        #: Events of a handled type whose fields were missing or of the wrong type.
+        self.malformed_events = 0
         self._handlers: dict[str, Callable[[Event], None]] = {
             "StasisStart": self._on_stasis_start,
             "StasisEnd": self._on_channel_gone,
@@ -142,9 +144,15 @@ class SessionManager:
             )
 
     def dispatch(self, event: Event) -> None:
-        """Route one event; a failing handler is logged, never fatal to the loop."""
-        handler = self._handlers.get(event.get("type", ""))
+        """Route one event; a malformed one is dropped with one clear line, and a failing
+        handler is logged: neither is ever fatal to the loop or to another call."""
+        kind = event.get("type", "")
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
+            return
+        if (problem := _malformed(event)) is not None:
+            self.malformed_events += 1
+            log.error("dropping malformed ARI %s event: %s", kind, problem)
             return
         try:
             handler(event)
@@ -317,3 +325,22 @@ class SessionManager:
             except AriError:
                 pass  # already gone
 
+
+
+def _malformed(event: Event) -> str | None:
+    """What is wrong with a handled event's fields (None: the handlers can read it)."""
+    if event.get("type") == "PlaybackFinished":
+        playback = event.get("playback")
+        if not isinstance(playback, dict) or not isinstance(playback.get("id", ""), str):
+            return "playback is not an object with a text id"
+        return None
+    channel = event.get("channel")
+    if not isinstance(channel, dict) or not isinstance(channel.get("id"), str):
+        return "channel.id is missing or not text"
+    if not isinstance(channel.get("name", ""), str):
+        return "channel.name is not text"
+    args = event.get("args")
+    if args is not None and not (isinstance(args, list)
+                                 and all(isinstance(arg, str) for arg in args)):
+        return "args is not a list of text"
+    return None
