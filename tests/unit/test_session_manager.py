@@ -633,12 +633,14 @@ async def test_shutdown_cancels_pending_rejection(
         {"type": "PlaybackFinished", "playback": "not-a-dict"},
     ],
 )
-async def test_handler_errors_do_not_escape_dispatch(
+async def test_malformed_events_are_dropped_with_a_clear_line(
     manager: SessionManager, caplog: pytest.LogCaptureFixture, event: dict[str, Any]
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="voice_agent.ari.ari_session_manager"):
         manager.dispatch(event)
-    assert f"error handling ARI event {event['type']}" in caplog.text
+    assert f"dropping malformed ARI {event['type']} event" in caplog.text
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback
+    assert manager.malformed_events == 1
     # the manager still works afterwards
     await start_call(manager, "c1")
     assert manager.calls_total == 1
