@@ -114,7 +114,7 @@ class ConversationAgent:
         barge_in: BargeInConfig | None = None,
         vad: Callable[[], VoiceActivityDetector] = BatchedSileroVad,
         speculate_after_ms: int = 200,
-        wait_longer_ms: int = 1200,
+        wait_longer_ms: int = 1000,
         llm: LanguageModel | None = None,
         per_tenant: Mapping[str, ProviderSet] | None = None,
         watchdog_seconds: float = 20.0,
