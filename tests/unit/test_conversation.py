@@ -29,6 +29,7 @@ from voice_agent.conversation.agent import ConversationAgent
 from voice_agent.media.call_audio import CallAudio
 from voice_agent.providers.errors import ProviderConnectionError, ProviderStreamError
 from voice_agent.providers.stt import Transcript
+from voice_agent.providers.tts import split_for_speech
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import open_db
 
@@ -380,6 +381,37 @@ async def test_unsure_words_keep_the_fixed_silence(call: Callable[..., Any]) -> 
     (turn,) = session.record.turns
     assert turn["turn_end"] == "unsure"
     assert turn["speech_end"] - (spoke + 0.4) >= 0.5
+
+
+class CountingTts(ToneTts):
+    """Remembers every text it was asked to speak."""
+
+    def __init__(self, seconds_per_char: float) -> None:
+        super().__init__(seconds_per_char)
+        self.said: list[str] = []
+
+    async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+        self.said.append(text)
+        async for chunk in super().stream(text):
+            yield chunk
+
+
+async def test_the_greeting_is_ready_at_start_and_a_fixed_reply_is_synthesized_once(
+    call: Callable[..., Any],
+) -> None:
+    tts = CountingTts(0.005)
+    session, line = await call("what is your return policy", "what is your return policy",
+                               tts=tts)
+    spoken_at_start = list(tts.said)  # warm-up: every tenant's greeting, the apology
+    assert any("TechStore" in text for text in spoken_at_start)
+    await until(lambda: session.state is S.LISTENING)
+    for _ in range(2):
+        await line.say(0.4, -20.0, then_silence=0.8)
+        await until(lambda: session.state is S.LISTENING and line.queued_frames == 0)
+    first, second = session.record.turns
+    assert first["reply"] == second["reply"]
+    synthesized = tts.said[len(spoken_at_start):]
+    assert synthesized == split_for_speech(first["reply"])  # once, not twice; no greeting
 
 
 # ------------------------------------------------------------------ failures

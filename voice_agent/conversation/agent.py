@@ -157,18 +157,21 @@ class ConversationAgent:
                 await close()
 
     async def warm_up(self) -> None:
-        """Load the models once, at service start, not on the first call, and have the
-        apology ready in every voice: it is what a caller hears when a provider fails."""
+        """Load the models once, at service start, not on the first call, and have each
+        tenant's greeting and the apology (what a caller hears when a provider fails)
+        synthesized in its voice: no caller waits for those."""
         for provider in self._providers():
             if (load := getattr(provider, "load", None)) is not None:
                 await load()
         self._vad()  # Silero: builds the shared ONNX session
-        for tts in {id(p.tts): p.tts for p in (self._default, *self._per_tenant.values())
-                    }.values():
-            try:
-                await self._prompts.get(tts, APOLOGY)
-            except ProviderError as exc:
-                log.error("cannot pre-synthesize the apology with %s: %s", tts.name, exc)
+        for tenant in self._tenants:
+            tts = self._per_tenant.get(tenant.name, self._default).tts
+            greeting = DialogEngine(tenant, self._db).greet(DialogState()).text
+            for text in (APOLOGY, *split_for_speech(greeting)):
+                try:
+                    await self._prompts.get(tts, text)
+                except ProviderError as exc:
+                    log.error("cannot pre-synthesize %r with %s: %s", text, tts.name, exc)
 
     async def __call__(self, call: Call) -> None:
         assert call.audio is not None
@@ -445,7 +448,9 @@ class _Call:
         self.stage = "dialog"
         reply = await asyncio.to_thread(self.engine.reply, self.state, said)
         turn.update(reply_ready=self.agent._clock(), reply=reply.text, intent=reply.intent)
-        await self._say(_pieces(reply.text), cached=False, turn=turn)
+        # Through the prompt cache: the engine's fixed clauses ("What day would you
+        # like?") are synthesized once per process, the rest pass through it.
+        await self._say(_pieces(reply.text), cached=True, turn=turn)
         if reply.transfer and self.tenant.operator_extension:
             self.call.transfer_to = (self.tenant.operator_context,
                                      self.tenant.operator_extension)
