@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from tests.helpers import ari_credentials, eventually
-from tests.integration.conftest import AgentFactory, assert_nothing_left
+from tests.integration.conftest import AgentFactory, TalkTo, assert_nothing_left
 from tests.integration.tcp_proxy import TcpProxy
+from voice_agent.ari.ari_audio_bridge import media_channel_prefix
 from voice_agent.ari.asterisk_ari import AriAuthError, AriClient, AriConnectionError
+from voice_agent.ari.call_session import MEDIA_LOST_PROMPTS
 from voice_agent.calls.record import CallState
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
@@ -161,3 +164,24 @@ async def test_janitor_hangs_up_a_caller_left_by_an_agent_that_died(
         assert result.answered and result.hung_up_by == "agent"
         assert not manager.sessions
         await assert_nothing_left(inspector, manager)
+
+
+@pytest.mark.parametrize("transport", ["rtp", "websocket"])
+async def test_a_media_channel_ended_mid_call_is_told_to_the_caller_and_the_call_ends(
+    talk_to: TalkTo, inspector: AriClient, settings: Settings, transport: str,
+) -> None:
+    """Asterisk drops the agent's externalMedia channel while ARI stays up: the caller
+    hears an apology and is hung up, not left on a line where nobody answers."""
+    async with talk_to("18005551234", media_transport=transport) as talk:
+        await talk.caller.greeting()
+        prefix = media_channel_prefix(settings.app_name)
+        (media,) = [c["id"] for c in await inspector.list_channels()
+                    if c["id"].startswith(prefix)]
+        dropped = time.monotonic()
+        await inspector.hangup(media)
+        assert await talk.call.wait_ended(30), "the call was left open"
+        record = talk.manager.completed[-1]
+        assert record.end_reason == "media connection lost"
+        assert [prompt for prompt, _ in record.prompts][-2:] == list(MEDIA_LOST_PROMPTS)
+        assert talk.caller.ear.loud_times(dropped), "the caller heard nothing"
+        await assert_nothing_left(inspector, talk.manager)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Literal
 from urllib.parse import urlsplit
@@ -50,12 +51,17 @@ class MediaSetupError(AriError):
     """The externalMedia channel could not be created or bridged."""
 
 
+#: Audio closes in flight (a task must be referenced until it ends).
+_closing: set[asyncio.Task[None]] = set()
+
+
 class HelperChannels:
     """Channels the agent creates itself: ignored as callers, awaited until in Stasis."""
 
     def __init__(self) -> None:
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._known: set[str] = set()
+        self._on_gone: dict[str, Callable[[], None]] = {}
 
     def expect(self, channel_id: str) -> asyncio.Future[None]:
         self._known.add(channel_id)
@@ -70,8 +76,22 @@ class HelperChannels:
             future.set_result(None)
         return channel_id in self._known
 
+    def watch(self, channel_id: str, on_gone: Callable[[], None]) -> None:
+        """Call ``on_gone`` if Asterisk destroys the channel before we :meth:`forget` it."""
+        self._on_gone[channel_id] = on_gone
+
+    def unwatch(self, channel_id: str) -> None:
+        """We are ending the channel ourselves: its end is no loss."""
+        self._on_gone.pop(channel_id, None)
+
+    def gone(self, channel_id: str) -> None:
+        """Feed the end (StasisEnd, ChannelDestroyed) of one of our channels."""
+        if (on_gone := self._on_gone.pop(channel_id, None)) is not None:
+            on_gone()
+
     def forget(self, channel_id: str) -> None:
         self._known.discard(channel_id)
+        self._on_gone.pop(channel_id, None)
         future = self._pending.pop(channel_id, None)
         if future is not None and not future.done():
             future.cancel()
@@ -127,7 +147,18 @@ class MediaFactory:
                 f"externalMedia channel {channel_id} never entered Stasis "
                 f"({self.transport}); check Asterisk's log") from None
         await self._ari.add_to_bridge(bridge_id, channel_id)
+        self._helpers.watch(channel_id, lambda: self._lost(channel_id, audio))
         return audio
+
+    @staticmethod
+    def _lost(channel_id: str, audio: CallAudio) -> None:
+        """Asterisk ended the media channel under a live call: end the call's audio, so
+        its agent stops and the session can tell the caller (RTP would just go quiet)."""
+        log.error("media channel %s ended by Asterisk mid-call", channel_id)
+        audio.connection_lost = True
+        task = asyncio.get_running_loop().create_task(audio.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     async def _create_rtp(self, channel_id: str, resources: AsyncExitStack) -> CallAudio:
         assert self._rtp is not None, "RTP transport needs the RTP media server"
@@ -186,6 +217,7 @@ class MediaFactory:
             self.transport = "rtp"
 
     async def _hangup(self, channel_id: str) -> None:
+        self._helpers.unwatch(channel_id)
         try:
             await self._ari.hangup(channel_id)
         except AriNotFoundError:

@@ -292,6 +292,7 @@ class SessionManager:
             self.admission.finished(session.record)
 
     def _on_channel_gone(self, event: Event) -> None:
+        self.helpers.gone(event["channel"]["id"])  # one of our media channels, maybe
         session = self.sessions.get(event["channel"]["id"])
         if session is not None:
             cause = event.get("cause_txt") or event["type"]

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 
 
+#: What a caller hears when the agent's audio path dies mid-call (core sounds).
+MEDIA_LOST_PROMPTS = ("im-sorry", "please-try-call-later")
+
+
 class CallSession:
     """The agent's side of one answered call."""
 
@@ -151,11 +155,23 @@ class CallSession:
                         return
                     if self.record.end_reason:  # the agent ended the call (goodbye)
                         return
+                    if self.audio is not None and self.audio.connection_lost:
+                        await self._media_lost()
+                        return
                 await asyncio.Event().wait()  # hold the line until hang-up or the cap
         except TimeoutError:
             if not cap.expired():
                 raise  # some inner step timed out, not the call's cap
             self.record.end_reason = f"max call length {self._max_seconds:.0f} s reached"
+
+    async def _media_lost(self) -> None:
+        """The agent's audio path died while the caller is on the line: say so and end
+        the call, rather than hold a line on which nobody will ever answer."""
+        self.record.end_reason = "media connection lost"
+        log.error("call %s: media connection lost mid-call; telling the caller and ending",
+                  self.id)
+        for prompt in MEDIA_LOST_PROMPTS:
+            await self.play(prompt)
 
     async def play(self, prompt: str) -> str:
         """Play an Asterisk sound to the caller and wait for it to finish."""

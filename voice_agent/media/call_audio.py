@@ -63,6 +63,8 @@ class CallAudio:
         self._resamplers: dict[int, Resampler] = {}
         self._paused = False
         self.closed = False
+        #: The transport died under the call (not closed by us): the caller is still there.
+        self.connection_lost = False
 
     # ------------------------------------------------------------- inbound
     async def frames(self) -> AsyncIterator[InboundFrame]:

@@ -54,7 +54,6 @@ class WebSocketCallAudio(CallAudio):
         self._tasks: list[asyncio.Task[None]] = []
         self.media_start: dict[str, str] = {}
         self.control_events: collections.Counter[str] = collections.Counter()
-        self.connection_lost = False
 
     async def connect(self, timeout: float = 5.0) -> None:
         """Open the media socket; Asterisk starts the channel once it is open."""
