@@ -180,8 +180,8 @@ async def test_a_media_channel_ended_mid_call_is_told_to_the_caller_and_the_call
         dropped = time.monotonic()
         await inspector.hangup(media)
         assert await talk.call.wait_ended(30), "the call was left open"
+        await assert_nothing_left(inspector, talk.manager)
         record = talk.manager.completed[-1]
         assert record.end_reason == "media connection lost"
         assert [prompt for prompt, _ in record.prompts][-2:] == list(MEDIA_LOST_PROMPTS)
         assert talk.caller.ear.loud_times(dropped), "the caller heard nothing"
-        await assert_nothing_left(inspector, talk.manager)
