@@ -414,6 +414,23 @@ async def test_the_greeting_is_ready_at_start_and_a_fixed_reply_is_synthesized_o
     assert synthesized == split_for_speech(first["reply"])  # once, not twice; no greeting
 
 
+async def test_a_silent_caller_is_asked_again_twice_then_the_agent_says_goodbye(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call("where is my order 12345")
+    await until(lambda: session.state is S.LISTENING)
+    await asyncio.sleep(8.5)  # nobody says anything
+    await until(lambda: len(session.record.turns) == 1 and session.state is S.LISTENING)
+    (asked,) = session.record.turns
+    assert asked["reply"].startswith("Are you still there?") and "order" in asked["reply"]
+    await line.say(0.4, -20.0, then_silence=0.8)  # the caller answers: the count restarts
+    await until(lambda: len(session.record.turns) == 2 and "played" in session.record.turns[1])
+    assert "shipped" in session.record.turns[1]["reply"]
+    await until(lambda: session.record.end_reason == "caller silent", timeout=40)
+    assert [t["reply"].split("?")[0].split(",")[0] for t in session.record.turns[2:]] == [
+        "Are you still there", "Are you still there", "I haven't heard anything"]
+
+
 # ------------------------------------------------------------------ failures
 
 

@@ -76,7 +76,7 @@ def call_finished(record: CallRecord, entry: str) -> None:
     tenant = record.tenant or "unknown"
     CALLS.labels(entry, tenant, outcome(record)).inc()
     for turn in record.turns:
-        if "reply" in turn:
+        if "reply" in turn and not turn.get("silence"):
             TURNS.labels(entry, tenant).inc()
         if (waited := turn.get("end_of_turn_s")) is not None:
             STAGES["end_of_turn"].labels(entry, tenant).observe(waited)

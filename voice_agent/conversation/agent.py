@@ -118,6 +118,8 @@ class ConversationAgent:
         llm: LanguageModel | None = None,
         per_tenant: Mapping[str, ProviderSet] | None = None,
         watchdog_seconds: float = 20.0,
+        silence_reprompt_seconds: float = 8.0,
+        silence_reprompts: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tenants = tenants
@@ -127,6 +129,10 @@ class ConversationAgent:
         self._per_tenant = dict(per_tenant or {})
         #: A turn stuck this long (THINKING, or SPEAKING with nothing playing) is abandoned.
         self._watchdog_seconds = watchdog_seconds
+        #: A caller silent this long while the agent listens is asked again, this many
+        #: times; then the agent says goodbye (a line nobody speaks on is not held).
+        self._silence_reprompt_seconds = silence_reprompt_seconds
+        self._silence_reprompts = silence_reprompts
         self._endpointer = endpointer or EndpointerConfig()
         self._prompts = prompts or PromptCache()
         self._barge_in = barge_in or BargeInConfig()
@@ -219,6 +225,10 @@ class _Call:
         self.talked_over = False
         #: The agent was talking at the previous frame.
         self.was_talking = False
+        #: Since when neither side made a sound (the caller's speech, the agent's turn).
+        self.quiet_since = agent._clock()
+        #: Re-prompts for silence in a row (reset when the caller speaks).
+        self.silent_reprompts = 0
         self.finished = asyncio.Event()
 
     async def run(self) -> None:
@@ -284,6 +294,7 @@ class _Call:
             self.talked_over = False
         self.was_talking = talking
         event = self.endpointer.process(pcm, probability)
+        self._mind_the_silence(probability, arrival)
         if self.call.state in TALKING:
             level = None if self.audio.paused else self._agent_level()
             self._on_barge_in(self.barge_in.process(pcm, probability, level, arrival))
@@ -303,6 +314,31 @@ class _Call:
               and not self.talked_over
               and self.endpointer.trailing_silence_frames == self.agent._speculate_frames):
             self._speculate()
+
+    def _mind_the_silence(self, probability: float, now: float) -> None:
+        """Ask a silent caller again after ``silence_reprompt_seconds``; in the end, hang up."""
+        if (self.call.state is not CallState.LISTENING or self.endpointer.in_speech
+                or probability >= self.endpointer.config.start_threshold
+                or (self.turn is not None and not self.turn.done())):
+            if self.endpointer.in_speech:
+                self.silent_reprompts = 0
+            self.quiet_since = now
+            return
+        if now - self.quiet_since < self.agent._silence_reprompt_seconds:
+            return
+        self.quiet_since = now
+        self.silent_reprompts += 1
+        final = self.silent_reprompts > self.agent._silence_reprompts
+        self.turn = asyncio.create_task(self._guarded(self._ask_again(final)))
+
+    async def _ask_again(self, final: bool) -> None:
+        reply = self.engine.silence(self.state, final)
+        self.record.turns.append({"silence": True, "reply": reply.text, "intent": reply.intent})
+        self.stage = "tts"
+        await self._say(_pieces(reply.text), cached=True, turn=self.record.turns[-1])
+        if reply.done:
+            self.record.end_reason = "caller silent"
+            self.finished.set()
 
     def _on_barge_in(self, event: Event | None) -> None:
         """Act on the barge-in rule: pause the agent, resume it, judge the words, or stop."""

@@ -89,6 +89,17 @@ class DialogEngine:
             result = DialogReply(text, intent, tuple(ctx.calls))
         return self._record(state, raw, result)
 
+    def silence(self, state: DialogState, final: bool) -> DialogReply:
+        """The caller said nothing for a while: ask again, or (``final``) say goodbye."""
+        if final:
+            result = DialogReply("I haven't heard anything, so I'll end the call now. "
+                                 f"Thank you for calling {self.tenant.display_name}. Goodbye.",
+                                 "silence", done=True)
+        else:
+            result = DialogReply(f"Are you still there? {state.question or self._skill.help}",
+                                 "silence")
+        return self._record(state, None, result)
+
     def turn_end(self, state: DialogState, text: str) -> TurnEnd:
         """Whether ``text`` (a transcript of the caller's open turn) already ends it.
 
