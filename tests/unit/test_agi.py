@@ -596,6 +596,22 @@ async def test_silence_is_not_transcribed(agi_server) -> None:
     assert not stt.calls and not server.completed[-1].turns
 
 
+async def test_a_silent_caller_is_asked_again_then_the_agent_says_goodbye(agi_server) -> None:
+    stt, tts = ScriptedStt([]), ToneTts()
+    async with agi_server(stt, tts) as (server, host_dir):
+        fake = FakeAsterisk(server.port, host_dir, hooks={"RECORD FILE": [say_silence] * 12})
+        await fake.call()
+        await ended(server)
+    record = server.completed[-1]
+    assert record.end_reason == "caller silent" and not stt.calls
+    asked = [turn["reply"] for turn in record.turns]
+    assert [text.split("?")[0].split(",")[0] for text in asked] == [
+        "Are you still there", "Are you still there", "I haven't heard anything"]
+    # greeting, then each question after four silent recordings; the agent hangs up
+    assert verbs(fake)[2:] == ["STREAM FILE", *(["RECORD FILE"] * 4 + ["STREAM FILE"]) * 3,
+                               "HANGUP"]
+
+
 async def test_goodbye_ends_the_call_from_the_agent_side(agi_server) -> None:
     async with agi_server(ScriptedStt(["thanks, goodbye"]), ToneTts()) as (server, host_dir):
         fake = FakeAsterisk(server.port, host_dir, script="edulearn")

@@ -106,6 +106,12 @@ class TurnLimits:
     max_record_seconds: float = 20.0
 
 
+#: Recordings without speech (each ends after the silence limit) before asking again.
+SILENT_LISTENS = 4
+#: Times a silent caller is asked again before the agent says goodbye.
+SILENCE_REPROMPTS = 2
+
+
 class AgiConversation:
     """One call's sequential loop; returns when the agent ends the call or hands it over.
 
@@ -130,6 +136,8 @@ class AgiConversation:
         self.state = DialogState(caller_id=record.caller or "anonymous")
         #: (context, extension) once the caller was handed to a person.
         self.transferred_to: tuple[str, str] | None = None
+        #: Recordings in a row without speech, and "are you still there?" asked since.
+        self.silent_listens = self.silent_reprompts = 0
 
     async def run(self) -> None:
         call_failures.set(self.record.errors)  # providers report into this call's record
@@ -159,8 +167,11 @@ class AgiConversation:
             said = key
         else:
             turn, said, key = await self._listen()
+            if key is None and not said and "heard" not in turn:
+                return await self._silent()
             if key is not None or not said:
                 return key, False
+            self.silent_listens = self.silent_reprompts = 0
         self.record.turns.append(turn)
         reply = await asyncio.to_thread(self.engine.reply, self.state, said)
         turn["reply_ready"] = time.monotonic()
@@ -172,6 +183,23 @@ class AgiConversation:
             return None, True
         if reply.done:
             self.record.end_reason = "agent ended the call"
+            return None, True
+        return key, False
+
+    async def _silent(self) -> tuple[str | None, bool]:
+        """A recording with no speech: after ``SILENT_LISTENS`` in a row ask again, and
+        after ``SILENCE_REPROMPTS`` questions say goodbye (a dead line is not held)."""
+        self.silent_listens += 1
+        if self.silent_listens < SILENT_LISTENS:
+            return None, False
+        self.silent_listens = 0
+        self.silent_reprompts += 1
+        reply = self.engine.silence(self.state, final=self.silent_reprompts > SILENCE_REPROMPTS)
+        turn: dict[str, Any] = {"silence": True, "reply": reply.text, "intent": reply.intent}
+        self.record.turns.append(turn)
+        key = await self._say(reply.text, turn, cached=True)
+        if reply.done:
+            self.record.end_reason = "caller silent"
             return None, True
         return key, False
 
