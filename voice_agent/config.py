@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         20.0, gt=0, description="A call stuck this long in THINKING, or SPEAKING with "
         "nothing playing, gets a spoken apology and goes back to LISTENING.")
 
+    history_url: str = Field(
+        "", description="Where ended calls are stored: a SQLAlchemy URL (sqlite:///PATH, "
+        "postgresql+psycopg://USER:PASSWORD@HOST/DB); empty: DATA_DIR/history.sqlite3; "
+        "'off': not stored.")
+    history_retention_days: float = Field(
+        30.0, ge=0, description="Calls older than this are deleted (0: kept for ever).")
     web_host: str = Field("127.0.0.1", description="Address of the metrics web server; "
                           "keep it on loopback unless a proxy guards it.")
     web_port: int = Field(8090, ge=0, le=65535, description="Port of /metrics (0: no web "

@@ -19,6 +19,7 @@ from voice_agent.calls import metrics
 from voice_agent.calls.protocol import CallAgent
 from voice_agent.config import Settings
 from voice_agent.conversation.echo import EchoAgent
+from voice_agent.history import call_history
 from voice_agent.media.media_clock import MediaClock
 from voice_agent.media.rtp_transport import RtpMediaServer
 from voice_agent.tenants import TenantRegistry
@@ -86,28 +87,31 @@ async def running_agent(
 
         manager = SessionManager(ari, tenants, settings,
                                  media=media if agent is not None else None, agent=agent)
-        manager.start()
-        sources = {f"ari-live-{id(manager)}": metrics.live_calls(
-                       "ari", lambda: [s.record for s in manager.sessions.values()]),
-                   f"ari-media-{id(manager)}": _media_metrics(ari, clock, rtp)}
-        for name, source in sources.items():
-            metrics.add_source(name, source)
-        limit = settings.call_limit()
-        log.info("voice agent: app %s on %s, agent %s, media %s, tenants %s, max %d calls%s",
-                 settings.app_name, settings.ari_url, settings.agent,
-                 settings.media_transport if agent else "none", ", ".join(tenants.names),
-                 limit, "" if limit == settings.max_calls else
-                 " (what the embedded models hold; VOICE_AGENT_MAX_CALLS overrides)")
-        try:
-            yield manager
-        finally:
-            for name in sources:
-                metrics.remove_source(name)
-            await manager.shutdown(drain_seconds)
-            await clock.aclose()
-            rtp.close()
-            if (close := getattr(agent, "aclose", None)) is not None:
-                await close()
+        with call_history(settings, tenants) as history:
+            if history is not None:
+                manager.admission.listeners.append(history.submit)
+            manager.start()
+            sources = {f"ari-live-{id(manager)}": metrics.live_calls(
+                           "ari", lambda: [s.record for s in manager.sessions.values()]),
+                       f"ari-media-{id(manager)}": _media_metrics(ari, clock, rtp)}
+            for name, source in sources.items():
+                metrics.add_source(name, source)
+            limit = settings.call_limit()
+            log.info("voice agent: app %s on %s, agent %s, media %s, tenants %s, max %d calls%s",
+                     settings.app_name, settings.ari_url, settings.agent,
+                     settings.media_transport if agent else "none", ", ".join(tenants.names),
+                     limit, "" if limit == settings.max_calls else
+                     " (what the embedded models hold; VOICE_AGENT_MAX_CALLS overrides)")
+            try:
+                yield manager
+            finally:
+                for name in sources:
+                    metrics.remove_source(name)
+                await manager.shutdown(drain_seconds)
+                await clock.aclose()
+                rtp.close()
+                if (close := getattr(agent, "aclose", None)) is not None:
+                    await close()
 
 
 def _media_metrics(ari: AriClient, clock: MediaClock, rtp: RtpMediaServer) -> metrics.Source:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from voice_agent.calls import metrics
@@ -44,6 +44,8 @@ class Admission:
         self.calls_total = 0
         self.completed: collections.deque[CallRecord] = collections.deque(maxlen=HISTORY)
         self.rejected: collections.deque[RejectedCall] = collections.deque(maxlen=HISTORY)
+        #: Called with each ended call's record and the entry (the call history).
+        self.listeners: list[Callable[[CallRecord, str], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def refusal(self, live: int) -> str | None:
@@ -64,6 +66,8 @@ class Admission:
         """Keep the record of a call that ended, and count it."""
         self.completed.append(record)
         metrics.call_finished(record, self.entry)
+        for listener in self.listeners:
+            listener(record, self.entry)
 
     def reject(self, rejected: RejectedCall) -> RejectedCall:
         """Keep a rejection (the caller is told why by the entry point), and count it."""

@@ -21,8 +21,9 @@ from voice_agent.ari import media_stats
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriError
 from voice_agent.cli.common import app, console, fail, settings_from_env
+from voice_agent.history import call_history
 from voice_agent.service import running_agent
-from voice_agent.tenants import TenantFileError
+from voice_agent.tenants import TenantFileError, TenantRegistry
 from voice_agent.web import WebError, running_web
 
 
@@ -113,12 +114,15 @@ def agi(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         web = settings.model_copy(update={"web_port": settings.agi_web_port})
-        async with running_web(web), \
-                running_agi_server(settings, drain_seconds=drain_seconds) as server:
-            logging.info("ready: FastAGI on %s:%d (Ctrl-C to stop)", settings.agi_host,
-                         server.port)
-            await stop.wait()
-            logging.info("stopping: %d live AGI call(s)", len(server.sessions))
+        with call_history(settings, TenantRegistry.load()) as history:
+            async with running_web(web), \
+                    running_agi_server(settings, drain_seconds=drain_seconds) as server:
+                if history is not None:
+                    server.admission.listeners.append(history.submit)
+                logging.info("ready: FastAGI on %s:%d (Ctrl-C to stop)", settings.agi_host,
+                             server.port)
+                await stop.wait()
+                logging.info("stopping: %d live AGI call(s)", len(server.sessions))
 
     try:
         uvloop.run(main())

@@ -69,6 +69,8 @@ class Tenant(BaseModel):
         "voice-agent-operators", description="Dialplan context of operator_extension."
     )
     silence_ms: int = Field(500, ge=100, description="End-of-turn silence for this tenant.")
+    redact_caller: bool = Field(False, description="Store this tenant's callers' numbers "
+                                "redacted in the call history (health data).")
     providers: TenantProviders = Field(
         default_factory=TenantProviders,
         description="Model servers for this tenant; unset stages use the service's.")
