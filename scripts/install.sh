@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything voice-agent and its test suite need on Debian 12, then start
 # the local Asterisk 22. Idempotent: re-running only does what is missing.
-#   host packages: mmdebstrap, sip-tester (sipp), sox, espeak-ng (apt)
+#   host packages: mmdebstrap, sip-tester (sipp), sox, espeak-ng, postgresql (apt; the
+#                  suite tests the call history against a real PostgreSQL server)
 #   Python:        uv (pip), then the locked environment in .venv (uv sync --frozen)
 #   Asterisk:      Debian sid chroot under VOICE_AGENT_ASTERISK_ROOT (first run ≈1 min)
 set -euo pipefail
@@ -18,6 +19,7 @@ missing=()
 for pair in mmdebstrap:mmdebstrap sipp:sip-tester sox:sox espeak-ng:espeak-ng; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing host packages: ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
