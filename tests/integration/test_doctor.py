@@ -13,9 +13,10 @@ from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
 from voice_agent.doctor import Check, run_checks
-from voice_agent.tenants import SHIPPED_NUMBERS
+from voice_agent.tenants import TenantRegistry
 
 CONTEXT = "voice-agent-ari"
+SHIPPED_NUMBERS = TenantRegistry.load().numbers()
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:

@@ -103,3 +103,17 @@ def test_tenant_file_missing_field_is_rejected(tmp_path: Path) -> None:
     _write(tmp_path, "partial.yaml", "name: partial\ndisplay_name: Partial\n")
     with pytest.raises(TenantFileError, match=r"partial\.yaml(.|\n)*greeting_prompt"):
         TenantRegistry.load(tmp_path)
+
+
+def test_tenant_files_name_their_numbers_and_a_number_belongs_to_one_tenant(
+        tmp_path: Path) -> None:
+    assert TenantRegistry.load().numbers() == {
+        "18005559999": "edulearn", "18005555678": "healthplus", "100": "techstore",
+        "18005551234": "techstore"}
+    _write(tmp_path, "a.yaml", 'name: a\ndisplay_name: A\ngreeting_prompt: beep\n'
+           'numbers: ["200"]\n')
+    _write(tmp_path, "b.yaml", 'name: b\ndisplay_name: B\ngreeting_prompt: beep\n'
+           'numbers: ["201", "200"]\n')
+    with pytest.raises(TenantFileError, match=r"b\.yaml: number 200 already belongs to "
+                                              r"tenant a"):
+        TenantRegistry.load(tmp_path)

@@ -30,7 +30,7 @@ from voice_agent.cli.common import app, console, fail, settings_from_env
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk, LocalAsteriskError
 from voice_agent.service import running_agent
-from voice_agent.tenants import SHIPPED_NUMBERS
+from voice_agent.tenants import TenantRegistry
 
 if TYPE_CHECKING:
     from voice_agent.dev.sim.caller import CallResult
@@ -41,7 +41,8 @@ asterisk_app = typer.Typer(help="The local dev/CI Asterisk 22 (chroot; needs roo
 app.add_typer(asterisk_app, name="asterisk")
 
 #: The demo calls: every shipped number, with the tenant it must reach.
-DEMO_NUMBERS = SHIPPED_NUMBERS
+#: Every number the tenant files name: the demo calls each one.
+DEMO_NUMBERS = TenantRegistry.load().numbers()
 
 
 class Via(StrEnum):

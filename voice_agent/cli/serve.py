@@ -137,17 +137,15 @@ def doctor(
     context: Annotated[str, typer.Option(help="Dialplan context the numbers are in.")]
     = "voice-agent-ari",
     number: Annotated[list[str] | None, typer.Option(
-        help="NUMBER=TENANT to check (repeatable; default: the shipped dialplan's "
-        "numbers).")] = None,
+        help="NUMBER=TENANT to check (repeatable; default: the numbers in the tenant "
+        "files).")] = None,
 ) -> None:
     """Check a live Asterisk (ours or an existing PBX) for the agent: one line per check,
     with the fix when it fails; exit 1 when one fails. Run it with `serve` up to check
     that each number reaches its tenant."""
     from voice_agent.doctor import Check, run_checks
-    from voice_agent.tenants import SHIPPED_NUMBERS
-
     settings = settings_from_env(ari_url=ari_url)
-    numbers = dict(SHIPPED_NUMBERS)
+    numbers = TenantRegistry.load().numbers()
     if number:
         try:
             numbers = dict(item.split("=", 1) for item in number)

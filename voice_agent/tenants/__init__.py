@@ -16,9 +16,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 TENANTS_DIR = Path(__file__).parent
-#: The numbers the shipped dialplan (``voice-agent-ari``) routes to each tenant.
-SHIPPED_NUMBERS = {"100": "techstore", "18005551234": "techstore",
-                   "18005555678": "healthplus", "18005559999": "edulearn"}
 
 
 class ProviderOverride(BaseModel):
@@ -60,6 +57,8 @@ class Tenant(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
     display_name: str
+    numbers: list[str] = Field(default_factory=list, description="The numbers (DIDs) the "
+                               "dialplan routes to this tenant.")
     greeting_prompt: str = Field(description="Asterisk sound played on answer.")
     greeting: str = Field("", description="Spoken greeting text; the engine has a default.")
     persona: str = Field("", description="Who the agent is, for an LLM system prompt.")
@@ -96,13 +95,17 @@ class TenantRegistry:
 
         Raises :class:`TenantFileError` naming the file and what is wrong in it.
         """
-        tenants = []
+        tenants: list[Tenant] = []
         for path in sorted(directory.glob("*.yaml")):
             try:
                 tenants.append(Tenant.model_validate(
                     yaml.safe_load(path.read_text(encoding="utf-8"))))
             except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
                 raise TenantFileError(f"tenant file {path}: {exc}") from exc
+            taken = {n: t.name for t in tenants[:-1] for n in t.numbers}
+            if clash := [n for n in tenants[-1].numbers if n in taken]:
+                raise TenantFileError(f"tenant file {path}: number {clash[0]} already belongs "
+                                      f"to tenant {taken[clash[0]]}")
         return cls(tenants)
 
     def __iter__(self) -> Iterator[Tenant]:
@@ -111,6 +114,10 @@ class TenantRegistry:
     @property
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    def numbers(self) -> dict[str, str]:
+        """Every number the tenant files name → its tenant (in file order)."""
+        return {number: tenant.name for tenant in self for number in tenant.numbers}
 
     def resolve(self, stasis_args: Sequence[str]) -> Tenant:
         """The tenant named by the first Stasis argument."""
