@@ -445,6 +445,7 @@ def test_an_awaited_number_is_complete_at_its_length_and_a_confirmation_at_yes_o
     assert course.state.awaiting == "confirm"
     assert course.engine.turn_end(course.state, "Yes.").value == "complete"
     assert course.engine.turn_end(course.state, "No.").value == "complete"
+    assert course.engine.turn_end(course.state, "Yes please.").value == "complete"  # the demo
     before = (len(course.state.history), course.state.awaiting, dict(course.state.slots))
     course.engine.turn_end(course.state, "Yes.")
     after = (len(course.state.history), course.state.awaiting, dict(course.state.slots))

@@ -50,7 +50,7 @@ _DANGLING = frozenset("""
     at for to on in with from of about into by as like
     a an the my your our their his her its this these those some any
     is are was were am be been being do does did have has had will would can could should
-    i im id ill we were please um uh er erm hmm mm
+    i im id ill we were um uh er erm hmm mm
     number order
 """.split())
 # "order" and "number": "where is my order", "my order number" are followed by the
