@@ -180,6 +180,7 @@ async def test_a_media_channel_ended_mid_call_is_told_to_the_caller_and_the_call
         dropped = time.monotonic()
         await inspector.hangup(media)
         assert await talk.call.wait_ended(30), "the call was left open"
+        await talk.call.hangup()  # the phone releases its own side (its media, its bridge)
         await assert_nothing_left(inspector, talk.manager)
         record = talk.manager.completed[-1]
         assert record.end_reason == "media connection lost"
