@@ -62,6 +62,9 @@ async def test_agent_survives_a_dropped_events_socket(
             place_local_call(*ari_credentials(settings), "18005559999", hold_seconds=4))
         await eventually(lambda: len(manager.sessions) == 1, what="call in progress")
         session = next(iter(manager.sessions.values()))
+        # Set up and greeted: no REST request of the call is in flight when the link drops
+        # (one cut mid-request fails that call's setup, a different case).
+        await eventually(lambda: session.state is CallState.LISTENING, what="call set up")
 
         assert proxy.drop_all() >= 1
         await eventually(lambda: manager.ari.connections >= 2 and manager.ari.connected.is_set(),
