@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ def media_stats(manager: SessionManager) -> dict[str, Any]:
                              "live_calls": len(manager.sessions),
                              "tasks": len(asyncio.all_tasks()),
                              "fds": _open_fds(),
+                             # Python's own heap, to tell a leak of objects from
+                             # allocator fragmentation when RSS drifts in a soak
+                             "py_blocks": sys.getallocatedblocks(),
+                             "records_kept": len(manager.completed),
                              "errors": sum(len(r.errors) for r in manager.completed)}
     rtp = manager.media.rtp_server if manager.media is not None else None
     if rtp is not None and rtp.clock.stats.lateness:

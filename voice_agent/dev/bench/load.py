@@ -265,9 +265,27 @@ class Sampler:
         channels = await self.phone.ari.list_channels()
         sample = {"t": time.monotonic() - t0, "rss_mb": self.agent.memory_info().rss / 2**20,
                   "tasks": stats.get("tasks"), "fds": stats.get("fds"),
-                  "live_calls": stats.get("live_calls"), "asterisk_channels": len(channels)}
+                  "live_calls": stats.get("live_calls"), "asterisk_channels": len(channels),
+                  "py_blocks": stats.get("py_blocks"), "records_kept": stats.get("records_kept")}
         self.samples.append(sample)
         return sample
+
+
+def trend(samples: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+    """Whether ``key`` keeps growing: medians of the first and last thirds, and the slope.
+
+    The first minute (calls ramping up) is left out. A soak passes on memory when
+    the last third is no higher than the first and the slope is near zero; the
+    medians resist the allocator's noise, which a single last sample does not.
+    """
+    points = [(s["t"], s[key]) for s in samples if s.get(key) is not None and s["t"] >= 60]
+    if len(points) < 6:
+        return None
+    t, v = (np.asarray(x, dtype=float) for x in zip(*points))
+    third = len(v) // 3
+    return {"first_third_median": float(np.median(v[:third])),
+            "last_third_median": float(np.median(v[-third:])),
+            "slope_per_min": float(np.polyfit(t / 60, v, 1)[0])}
 
 
 def _read_stats(path: Path) -> dict[str, Any]:
@@ -410,6 +428,7 @@ async def _drive(phone: SimPhone, agent: psutil.Process, asterisk_pid: int | Non
         "agent_provider_errors": stats.get("errors"),
         "_rss_loaded": rss_peak,
         "samples": sampler.samples,
+        "trend": {key: trend(sampler.samples, key) for key in ("rss_mb", "py_blocks")},
         "_v2v": v2v.tolist(), "_stops": stops.tolist(),
     }
 
@@ -453,6 +472,9 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
         right.plot(t, [s["tasks"] or 0 for s in samples], label="agent asyncio tasks")
         right.plot(t, [s["fds"] or 0 for s in samples], label="agent fds")
         right.plot(t, [s["asterisk_channels"] for s in samples], label="Asterisk channels")
+        if any(s.get("py_blocks") for s in samples):
+            right.plot(t, [(s.get("py_blocks") or 0) / 10_000 for s in samples],
+                       label="Python heap, 10k blocks")
         right.set_xlabel("minutes")
         right.legend()
     right.set_title("over time")
