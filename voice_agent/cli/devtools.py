@@ -512,6 +512,26 @@ def bench_load(
     console.print(load.summary(), markup=False)
 
 
+@bench_app.command("fuzz")
+def bench_fuzz(
+    examples: Annotated[int, typer.Option(min=1, help="Inputs per parser.")] = 100_000,
+    parser: Annotated[list[str] | None, typer.Option(
+        help="Only this parser (repeatable): rtp, websocket_control, agi_reply, "
+        "agi_multiline_520, agi_environment, llm_sse_stream, tenant_file.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Fixed seed, to replay a run.")] = None,
+) -> None:
+    """Fuzz every parser of outside input with Hypothesis; writes bench/results/fuzz.json."""
+    from voice_agent.dev.bench import fuzz
+
+    try:
+        result = fuzz.run(examples, parser, seed, progress=lambda m: console.print(f"  {m}"))
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"→ {fuzz.save(result)}: {result['failures']} failing parser(s)")
+    if result["failures"]:
+        raise typer.Exit(1)
+
+
 @bench_app.command("micro")
 def bench_micro(
     what: Annotated[list[str] | None, typer.Argument(
