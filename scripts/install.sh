@@ -2,7 +2,8 @@
 # Install everything voice-agent and its test suite need on Debian 12, then start
 # the local Asterisk 22. Idempotent: re-running only does what is missing.
 #   host packages: mmdebstrap, sip-tester (sipp), sox, espeak-ng, postgresql (apt; the
-#                  suite tests the call history against a real PostgreSQL server)
+#                  suite tests the call history against a real PostgreSQL server),
+#                  systemd (systemd-analyze checks the shipped unit's hardening)
 #   Python:        uv (pip), then the locked environment in .venv (uv sync --frozen)
 #   Asterisk:      Debian sid chroot under VOICE_AGENT_ASTERISK_ROOT (first run ≈1 min)
 set -euo pipefail
@@ -16,7 +17,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for pair in mmdebstrap:mmdebstrap sipp:sip-tester sox:sox espeak-ng:espeak-ng; do
+for pair in mmdebstrap:mmdebstrap sipp:sip-tester sox:sox espeak-ng:espeak-ng \
+    systemd-analyze:systemd setpriv:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)

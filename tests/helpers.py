@@ -7,6 +7,7 @@ import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,27 @@ def sine(rate: int, freq: float, seconds: float = 1.0, amplitude: float = 10000)
     """``seconds`` of a ``freq`` Hz sine at ``rate`` Hz, peak ``amplitude``, as int16."""
     t = np.arange(int(rate * seconds)) / rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+# ------------------------------------------------------------------ deployment
+
+#: The shipped systemd unit.
+UNIT = Path(__file__).parents[1] / "deploy" / "voice-agent.service"
+
+
+def unit_service_settings(path: Path = UNIT) -> dict[str, list[str]]:
+    """``Key=value`` lines of the ``[Service]`` section (a key may repeat)."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
 
 
 # ------------------------------------------------------------------ network

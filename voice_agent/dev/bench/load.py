@@ -281,7 +281,7 @@ def trend(samples: list[dict[str, Any]], key: str) -> dict[str, float] | None:
     points = [(s["t"], s[key]) for s in samples if s.get(key) is not None and s["t"] >= 60]
     if len(points) < 6:
         return None
-    t, v = (np.asarray(x, dtype=float) for x in zip(*points))
+    t, v = (np.asarray(x, dtype=float) for x in zip(*points, strict=True))
     third = len(v) // 3
     return {"first_third_median": float(np.median(v[:third])),
             "last_third_median": float(np.median(v[-third:])),
