@@ -9,8 +9,9 @@ the dialplan falls back to ``AGI(agi://127.0.0.1:4573/<tenant>)``.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,47 @@ async def test_dtmf_zero_hands_an_agi_caller_to_the_operator(
         assert channel["dialplan"]["context"] == "voice-agent-operators"  # alive, with a person
         await call.hangup()
     await nothing_left(agi_server, inspector, settings)
+
+
+@pytest.fixture
+def full_disk(settings: Settings, local_asterisk: LocalAsterisk) -> Iterator[Settings]:
+    """Settings whose AGI audio directory is a real, nearly full 4 MiB tmpfs."""
+    asterisk_dir = "/var/spool/asterisk/va-full-disk-test"
+    host_dir = settings.asterisk_root / asterisk_dir.lstrip("/")
+    host_dir.mkdir(exist_ok=True)
+    owner = host_dir.parent.stat()
+    subprocess.run(["mount", "-t", "tmpfs", "-o",
+                    f"size=4m,mode=0770,uid={owner.st_uid},gid={owner.st_gid}", "tmpfs",
+                    str(host_dir)], check=True)
+    try:
+        (host_dir / "filler.bin").write_bytes(bytes(3_500_000))  # not a call file: it stays
+        yield settings.model_copy(update={"agi_audio_dir": asterisk_dir})
+    finally:
+        subprocess.run(["umount", str(host_dir)], check=True)
+        host_dir.rmdir()
+
+
+async def test_a_full_audio_disk_sends_the_agi_caller_to_the_operator_with_an_apology(
+    no_ari_agent: None, full_disk: Settings, services: SpeechServices, dial,
+    inspector: AriClient, whisper: WhisperStt,
+) -> None:
+    await services.warm_up()
+    async with running_agi_server(full_disk, services=services) as server, \
+            dial("18005555678") as (call, ear):
+        start = time.monotonic()
+        caller_leg = call.far_end_id
+        await eventually(lambda: bool(server.completed), timeout=20,
+                         what="AGI session handed over")
+        record = server.completed[-1]
+        assert record.end_reason == ("audio directory full: "
+                                     "transferred to 9200@voice-agent-operators")
+        assert record.errors[0]["stage"] == "audio" and "is full" in record.errors[0]["error"]
+        heard = (await whisper.transcribe(ear.audio(start))).text.lower()
+        assert "sorry" in heard, heard  # Asterisk's own im-sorry: it needs no disk space
+        channel = await inspector.request("GET", f"/channels/{caller_leg}")
+        assert channel["dialplan"]["context"] == "voice-agent-operators"  # a person takes it
+        await call.hangup()
+    assert [p.name for p in full_disk.agi_audio_host_path().iterdir()] == ["filler.bin"]
 
 
 async def test_with_the_ari_agent_connected_the_numbers_go_to_ari_not_agi(

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import shlex
 import time
 import wave
@@ -24,8 +26,14 @@ import numpy as np
 import pytest
 
 from tests.helpers import eventually, sine
+from voice_agent.agi import audio_files
 from voice_agent.agi.asterisk_agi import FastAgiServer, running_agi_server
-from voice_agent.agi.audio_files import has_speech, read_recording, write_reply
+from voice_agent.agi.audio_files import (
+    AudioDirectoryFull,
+    has_speech,
+    read_recording,
+    write_reply,
+)
 from voice_agent.agi.protocol import (
     HANGUP,
     AgiCommandError,
@@ -175,6 +183,19 @@ def test_reply_is_written_as_8khz_wav_and_recordings_come_back_at_16khz(tmp_path
     assert has_speech(back)
     assert not has_speech(np.zeros(16000, np.int16))
     assert len(read_recording(tmp_path / "missing.wav")) == 0
+
+
+def test_a_reply_that_does_not_fit_on_the_disk_is_directory_full_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_space(path: Path, data: bytes) -> int:
+        path.open("wb").write(data[:100])  # a partial file, as a real ENOSPC leaves
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+    with pytest.raises(AudioDirectoryFull, match="is full: No space left on device"):
+        write_reply(tmp_path / "say.wav", sine(16000, 440, 0.5))
+    assert not list(tmp_path.iterdir())
 
 
 def test_audio_dir_is_seen_through_the_chroot_unless_overridden(tmp_path: Path) -> None:
@@ -572,6 +593,31 @@ async def test_hash_repeats_the_last_reply(agi_server) -> None:
     assert tts.said == [greeting, greeting]  # said again, uncached, like the ARI agent
     (turn,) = server.completed[-1].turns
     assert turn["dtmf"] == "#" and turn["intent"] == "repeat" and turn["reply"] == greeting
+
+
+async def test_a_full_audio_directory_gets_an_apology_and_the_operator(
+    agi_server, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No room for the greeting: Asterisk's own sorry sound, then the tenant's operator."""
+    real = os.statvfs
+
+    def full(path: os.PathLike[str] | str) -> os.statvfs_result:
+        stat = real(path)
+        return os.statvfs_result((*stat[:4], 0, *stat[5:]))  # f_bavail = 0
+
+    stt, tts = ScriptedStt([]), ToneTts()
+    async with agi_server(stt, tts) as (server, host_dir):
+        monkeypatch.setattr(audio_files.os, "statvfs", full)
+        fake = FakeAsterisk(server.port, host_dir, script="healthplus")
+        await fake.call()
+        await ended(server)
+    assert fake.commands[2:] == ['STREAM FILE im-sorry ""', "SET CONTEXT voice-agent-operators",
+                                 "SET EXTENSION 9200", "SET PRIORITY 1"]
+    record = server.completed[-1]
+    assert record.end_reason == "audio directory full: transferred to 9200@voice-agent-operators"
+    (error,) = record.errors
+    assert error["stage"] == "audio" and "is full" in error["error"]
+    assert not list(host_dir.iterdir())
 
 
 async def test_zero_hands_the_caller_to_the_tenant_operator(agi_server) -> None:

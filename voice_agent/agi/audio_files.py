@@ -14,10 +14,16 @@ brought back to 16 kHz for speech recognition the same way.
 Every file of a call is named after the call's session id, so ending a call
 removes all its files, including a recording Asterisk was still writing when
 the caller hung up.
+
+A full directory cannot hold a turn: Asterisk would record nothing (the caller
+seems silent) and the reply could not be written. It is checked before every
+new file and raised as :class:`AudioDirectoryFull`, so the call can say sorry
+with a sound Asterisk already has and hand the caller on.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -39,6 +45,15 @@ ASTERISK_WAV_RATE = 8000
 CALL_FILE = re.compile(r"[0-9a-f]+-\d{3}-(rec|say)\.wav")
 #: Frames quieter than this RMS are not speech (Asterisk's own silence threshold is 256).
 SPEECH_RMS = 300.0
+#: Less free space than this and the directory counts as full: a 20 s recording
+#: is 320 kB, a long reply about as much.
+MIN_FREE_BYTES = 2**20
+#: What a full (or over-quota) file system says when written to.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class AudioDirectoryFull(Exception):
+    """The shared audio directory has no room for the next recording or reply."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,18 @@ class AudioDirectory:
                 removed += 1
         return removed
 
+    def check_space(self) -> None:
+        """Raise :class:`AudioDirectoryFull` when under :data:`MIN_FREE_BYTES` are free."""
+        try:
+            stat = os.statvfs(self.host_dir)
+        except OSError:
+            return  # cannot tell: the write itself will say
+        free = stat.f_bavail * stat.f_frsize
+        if free < MIN_FREE_BYTES:
+            raise AudioDirectoryFull(
+                f"{self.host_dir} is full ({free // 1024} KiB free, "
+                f"{MIN_FREE_BYTES // 1024} KiB needed for a turn)")
+
     def for_call(self, session_id: str) -> CallFiles:
         return CallFiles(self, session_id)
 
@@ -109,7 +136,11 @@ class CallFiles:
         self._counter = itertools.count(1)
 
     def new(self, kind: str) -> SharedFile:
-        """A new file name (``kind``: ``rec`` or ``say``); Asterisk adds ``.wav`` itself."""
+        """A new file name (``kind``: ``rec`` or ``say``); Asterisk adds ``.wav`` itself.
+
+        Raises :class:`AudioDirectoryFull` when the directory cannot hold it.
+        """
+        self._dir.check_space()
         stem = f"{self._prefix}{next(self._counter):03d}-{kind}"
         return SharedFile(str(self._dir.asterisk_dir / stem), self._dir.host_dir / f"{stem}.wav")
 
@@ -128,10 +159,19 @@ class CallFiles:
 
 
 def write_reply(path: Path, pcm16k: Pcm16) -> float:
-    """Write 16 kHz PCM16 as an Asterisk ``wav`` file; returns its length in seconds."""
+    """Write 16 kHz PCM16 as an Asterisk ``wav`` file; returns its length in seconds.
+
+    A full file system is :class:`AudioDirectoryFull` (the partial file is removed).
+    """
     resampler = Resampler(INTERNAL_RATE, ASTERISK_WAV_RATE)
     pcm8k = np.concatenate([resampler.process(pcm16k), resampler.flush()])
-    path.write_bytes(wav_bytes(pcm8k, ASTERISK_WAV_RATE))
+    try:
+        path.write_bytes(wav_bytes(pcm8k, ASTERISK_WAV_RATE))
+    except OSError as exc:
+        if exc.errno not in FULL_ERRNOS:
+            raise
+        path.unlink(missing_ok=True)
+        raise AudioDirectoryFull(f"{path.parent} is full: {exc.strerror}") from exc
     return len(pcm8k) / ASTERISK_WAV_RATE
 
 

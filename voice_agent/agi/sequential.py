@@ -39,6 +39,7 @@ import numpy as np
 
 from voice_agent.agi.audio_files import (
     ASTERISK_WAV_RATE,
+    AudioDirectoryFull,
     CallFiles,
     has_speech,
     read_recording,
@@ -141,6 +142,28 @@ class AgiConversation:
 
     async def run(self) -> None:
         call_failures.set(self.record.errors)  # providers report into this call's record
+        try:
+            await self._converse()
+        except AudioDirectoryFull as exc:
+            await self._cannot_record(exc)
+
+    async def _cannot_record(self, full: AudioDirectoryFull) -> None:
+        """No room for the next turn: say sorry with Asterisk's own sounds (they need no
+        space) and hand the caller to a person, or say "try later" where there is none."""
+        report_failure("audio", "agi audio directory", str(full), handled_by="operator"
+                       if self.tenant.operator_extension else "hang-up")
+        log.error("agi call %s: %s; the caller hears an apology and %s", self.record.session_id,
+                  full, "goes to the operator" if self.tenant.operator_extension
+                  else "is hung up")
+        await self.channel.stream_file("im-sorry")
+        if self.tenant.operator_extension:
+            await self._transfer(self.tenant.operator_context, self.tenant.operator_extension)
+            self.record.end_reason = f"audio directory full: {self.record.end_reason}"
+        else:
+            await self.channel.stream_file("please-try-call-later")
+            self.record.end_reason = "audio directory full"
+
+    async def _converse(self) -> None:
         self._on_state(CallState.GREETING)
         greeting = self.engine.greet(self.state)
         key = await self._say(greeting.text, {}, cached=True)
