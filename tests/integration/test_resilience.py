@@ -17,6 +17,9 @@ from voice_agent.calls.record import CallState
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
 from voice_agent.dev.sim.caller import place_local_call
+from voice_agent.dev.sim.conversation import ScriptedCaller, Step, words_heard
+from voice_agent.dev.sim.phone import SimPhone
+from voice_agent.providers.stt import WhisperStt
 
 
 @pytest.mark.parametrize(("how", "end_reason"), [
@@ -50,6 +53,41 @@ async def test_agent_survives_asterisk_restart(
     result = await place_local_call(*ari_credentials(settings), "18005555678", hold_seconds=2)
     assert result.answered and result.tenant == "healthplus"
     await assert_nothing_left(inspector, agent)
+
+
+async def test_asterisk_killed_mid_reply_then_the_next_caller_completes_a_task(
+    start_agent: AgentFactory, settings: Settings, local_asterisk: LocalAsterisk,
+    inspector: AriClient, whisper: WhisperStt,
+) -> None:
+    """SIGKILL while the agent is speaking to a caller (models loaded, audio streaming):
+    the agent reconnects by itself, closes the dead call, and the next caller gets an
+    answer heard at the phone."""
+    async with start_agent(agent="conversation") as manager:
+        async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+            call = await phone.dial("18005551234", via="sip", audio=True)
+            async with ScriptedCaller(call, whisper) as caller:
+                await caller.greeting()
+                await caller.step(Step("What is your return policy?"))  # a long reply
+                session = next(iter(manager.sessions.values()))
+                await eventually(lambda: session.state is CallState.SPEAKING, what="mid-reply")
+                before = manager.ari.connections
+                await asyncio.to_thread(local_asterisk.kill)
+        await asyncio.to_thread(local_asterisk.start)
+        await eventually(lambda: manager.ari.connections > before and
+                         manager.ari.connected.is_set(), timeout=20, what="agent reconnected")
+        await eventually(lambda: not manager.sessions, what="the dead call closed")
+        assert manager.completed[-1].end_reason == "channel gone after ARI reconnect"
+
+        async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
+            call = await phone.dial("18005551234", via="sip", audio=True)
+            async with ScriptedCaller(call, whisper) as caller:
+                await caller.run([Step("Where is my order one two three four five?")])
+                [*_, answer] = await caller.finish()
+            turn = manager.sessions[next(iter(manager.sessions))].record.turns[-1]
+            assert "shipped" in turn["reply"], turn
+            assert words_heard(turn["reply"], answer.heard) >= 0.5, answer
+            await call.hangup()
+        await assert_nothing_left(inspector, manager)
 
 
 async def test_agent_survives_a_dropped_events_socket(
