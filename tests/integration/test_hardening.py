@@ -33,6 +33,7 @@ from tests.integration.serve_process import serve_process
 from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.dev.model_servers import free_tcp_port
 from voice_agent.dev.sim.conversation import ScriptedCaller, Step, words_heard
 from voice_agent.dev.sim.phone import SimPhone
 from voice_agent.providers.stt import WhisperStt
@@ -93,7 +94,8 @@ async def test_a_call_works_under_the_units_restrictions(
         MEMORY_CGROUP, os.W_OK) else None
     env = {"PATH": os.environ["PATH"], "HOME": "/", "UID_": str(DYNAMIC_UID),
            "VOICE_AGENT_DATA_DIR": str(state_dir), "NOTIFY_SOCKET": str(state_dir / "notify"),
-           "VOICE_AGENT_WEB_PORT": "0", "VOICE_AGENT_LOG_LEVEL": "INFO"}
+           "VOICE_AGENT_WEB_PORT": str(free_tcp_port()), "VOICE_AGENT_LOG_LEVEL": "INFO",
+           "VOICE_AGENT_MEDIA_TRANSPORT": "rtp"}
     wrapper = ("unshare", "--mount", "sh", "-c", SANDBOX, "sandbox", str(state_dir),
                str(cgroup or ""), str(_bytes(unit["MemoryMax"][0])))
     loop = asyncio.get_running_loop()
@@ -107,6 +109,10 @@ async def test_a_call_works_under_the_units_restrictions(
             assert agent.uids().real == DYNAMIC_UID and agent.gids().real == DYNAMIC_UID
             status = _proc_status(agent.pid)
             assert "NoNewPrivs:\t1" in status and "CapEff:\t0000000000000000" in status
+            # exposure: every socket it listens on (metrics, RTP) is on loopback
+            listening = [c.laddr for c in agent.net_connections("inet")
+                         if c.status in (psutil.CONN_LISTEN, psutil.CONN_NONE)]
+            assert len(listening) >= 2 and {a.ip for a in listening} == {"127.0.0.1"}, listening
             async with SimPhone(settings.ari_url, settings.ari_user,
                                 settings.ari_secret()) as phone:
                 call = await phone.dial("18005551234", via="sip", audio=True)

@@ -155,3 +155,11 @@ def test_the_call_limit_follows_the_provider_mode(monkeypatch: pytest.MonkeyPatc
     assert Settings(_env_file=None, agent="conversation", max_calls=20).call_limit() == 20
     monkeypatch.setenv("VOICE_AGENT_MAX_CALLS", "30")
     assert Settings(_env_file=None, agent="conversation").call_limit() == 30
+
+
+def test_every_listening_address_defaults_to_loopback() -> None:
+    """Exposure: nothing listens beyond this host unless an operator says so."""
+    listen = {name: field.default for name, field in Settings.model_fields.items()
+              if name in ("rtp_bind_host", "agi_host", "web_host")}
+    assert listen == dict.fromkeys(("rtp_bind_host", "agi_host", "web_host"), "127.0.0.1")
+    assert Settings(_env_file=None).ari_url.startswith("http://127.0.0.1:")
