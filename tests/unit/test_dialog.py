@@ -422,6 +422,11 @@ def test_enrol_full_course(call, db: TenantDB) -> None:
                    "clinic.", "complete"),
     ("healthplus", "I have chest pains", "complete"),  # the emergency screen
     ("edulearn", "Can I talk to a real person?", "complete"),
+    # every shared request the engine acts on ends a turn, not a narrower copy of them
+    ("edulearn", "A human, please.", "complete"),
+    ("techstore", "Pardon?", "complete"),
+    ("healthplus", "I'm done.", "complete"),
+    ("healthplus", "Thanks a lot.", "complete"),
     ("edulearn", "um", "incomplete"),
     ("edulearn", "", "unsure"),
 ])

@@ -23,7 +23,7 @@ from voice_agent.dialog.redact import redact
 from voice_agent.dialog.skills import SKILLS
 from voice_agent.dialog.state import DialogReply, DialogState, Turn, TurnContext
 from voice_agent.dialog.text import normalize
-from voice_agent.dialog.turn_end import TurnEnd, shared_intent, turn_end
+from voice_agent.dialog.turn_end import TurnEnd, turn_end
 from voice_agent.tenants import Tenant
 from voice_agent.tenants.data import TenantDB
 
@@ -37,6 +37,16 @@ _OPERATOR = re.compile(
 )
 _GOODBYE = re.compile(r"\b(bye|goodbye|good bye|thats all|that is all|nothing else|im done)\b")
 _THANKS = re.compile(r"\b(thanks|thank you)\b")
+#: The requests every tenant understands, in the order :meth:`DialogEngine.reply` tries them.
+_SHARED = (("repeat", _REPEAT), ("operator", _OPERATOR), ("goodbye", _GOODBYE),
+           ("thanks", _THANKS))
+
+
+def _shared_intent(norm: str) -> str | None:
+    """The shared request ``norm`` makes, if any (the same patterns :meth:`reply` acts on)."""
+    return next((name for name, pattern in _SHARED if pattern.search(norm)), None)
+
+
 _EMERGENCY = re.compile(
     r"\b(chest pains?|cant breathe|can not breathe|cannot breathe|not breathing|"
     r"trouble breathing|difficulty breathing|bleeding (?:heavily|a lot|badly|wont stop)|"
@@ -108,7 +118,7 @@ class DialogEngine:
         def intent_of(norm: str) -> str | None:
             if self._skill.screens_emergencies and _EMERGENCY.search(norm):
                 return "emergency"
-            return shared_intent(norm) or self._skill.intent_of(norm)
+            return _shared_intent(norm) or self._skill.intent_of(norm)
 
         return turn_end(state, normalize(text), intent_of)
 

@@ -20,8 +20,8 @@ Rules (a complete reading wins only when nothing marks the text unfinished):
    the turn is COMPLETE once a digit string of ``number_length`` was said and
    INCOMPLETE until then.
 3. A clear yes or no to a pending confirmation is COMPLETE.
-4. A recognised request (the shared ones — repeat, operator, goodbye — or one
-   of the tenant's intents) is COMPLETE.
+4. A recognised request (``intent_of``: the engine's shared ones, such as repeat,
+   operator, goodbye, and the tenant's intents) is COMPLETE.
 5. Anything else is UNSURE.
 
 Pure and fast (regular expressions over a normalised transcript), so the
@@ -30,7 +30,6 @@ conversation runs it inline when the speculative transcript arrives.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from enum import Enum
 
@@ -83,11 +82,3 @@ def turn_end(state: DialogState, norm: str, intent_of: Callable[[str], str | Non
         return TurnEnd.COMPLETE
     return TurnEnd.UNSURE
 
-
-_SHARED = re.compile(r"\b(repeat|say that again|operator|real person|representative|"
-                     r"goodbye|bye|thats all|thank you|thanks)\b")
-
-
-def shared_intent(norm: str) -> str | None:
-    """The requests every tenant understands, as far as ending a turn goes."""
-    return "shared" if _SHARED.search(norm) else None
