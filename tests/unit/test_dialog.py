@@ -455,3 +455,13 @@ def test_an_awaited_number_is_complete_at_its_length_and_a_confirmation_at_yes_o
     course.engine.turn_end(course.state, "Yes.")
     after = (len(course.state.history), course.state.awaiting, dict(course.state.slots))
     assert after == before  # judging changes nothing
+
+
+def test_a_silent_caller_is_asked_twice_then_told_goodbye_and_speaking_resets_it(call) -> None:
+    """The one silence policy both loops use (seconds in ARI, empty recordings in AGI)."""
+    c = call("healthplus")
+    first, second = c.engine.silence(c.state), c.engine.silence(c.state)
+    assert "still there" in first.text.lower() and not first.done and not second.done
+    c.say("What are your opening hours?")  # the caller spoke: the count starts again
+    assert [c.engine.silence(c.state).done for _ in range(3)] == [False, False, True]
+    assert c.state.silences == 3

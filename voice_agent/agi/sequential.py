@@ -109,8 +109,6 @@ class TurnLimits:
 
 #: Recordings without speech (each ends after the silence limit) before asking again.
 SILENT_LISTENS = 4
-#: Times a silent caller is asked again before the agent says goodbye.
-SILENCE_REPROMPTS = 2
 
 
 class AgiConversation:
@@ -137,8 +135,8 @@ class AgiConversation:
         self.state = DialogState(caller_id=record.caller or "anonymous")
         #: (context, extension) once the caller was handed to a person.
         self.transferred_to: tuple[str, str] | None = None
-        #: Recordings in a row without speech, and "are you still there?" asked since.
-        self.silent_listens = self.silent_reprompts = 0
+        #: Recordings in a row without speech.
+        self.silent_listens = 0
 
     async def run(self) -> None:
         call_failures.set(self.record.errors)  # providers report into this call's record
@@ -194,7 +192,7 @@ class AgiConversation:
                 return await self._silent()
             if key is not None or not said:
                 return key, False
-            self.silent_listens = self.silent_reprompts = 0
+            self.silent_listens = 0
         self.record.turns.append(turn)
         reply = await asyncio.to_thread(self.engine.reply, self.state, said)
         turn["reply_ready"] = time.monotonic()
@@ -210,14 +208,13 @@ class AgiConversation:
         return key, False
 
     async def _silent(self) -> tuple[str | None, bool]:
-        """A recording with no speech: after ``SILENT_LISTENS`` in a row ask again, and
-        after ``SILENCE_REPROMPTS`` questions say goodbye (a dead line is not held)."""
+        """A recording with no speech: after ``SILENT_LISTENS`` in a row ask again
+        (the engine says goodbye once it asked enough)."""
         self.silent_listens += 1
         if self.silent_listens < SILENT_LISTENS:
             return None, False
         self.silent_listens = 0
-        self.silent_reprompts += 1
-        reply = self.engine.silence(self.state, final=self.silent_reprompts > SILENCE_REPROMPTS)
+        reply = self.engine.silence(self.state)
         turn: dict[str, Any] = {"silence": True, "reply": reply.text, "intent": reply.intent}
         self.record.turns.append(turn)
         key = await self._say(reply.text, turn, cached=True)

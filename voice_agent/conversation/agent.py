@@ -119,7 +119,6 @@ class ConversationAgent:
         per_tenant: Mapping[str, ProviderSet] | None = None,
         watchdog_seconds: float = 20.0,
         silence_reprompt_seconds: float = 8.0,
-        silence_reprompts: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tenants = tenants
@@ -129,10 +128,9 @@ class ConversationAgent:
         self._per_tenant = dict(per_tenant or {})
         #: A turn stuck this long (THINKING, or SPEAKING with nothing playing) is abandoned.
         self._watchdog_seconds = watchdog_seconds
-        #: A caller silent this long while the agent listens is asked again, this many
-        #: times; then the agent says goodbye (a line nobody speaks on is not held).
+        #: A caller silent this long while the agent listens is asked again (the
+        #: dialog engine says goodbye once it asked enough).
         self._silence_reprompt_seconds = silence_reprompt_seconds
-        self._silence_reprompts = silence_reprompts
         self._endpointer = endpointer or EndpointerConfig()
         self._prompts = prompts or PromptCache()
         self._barge_in = barge_in or BargeInConfig()
@@ -227,8 +225,6 @@ class _Call:
         self.was_talking = False
         #: Since when neither side made a sound (the caller's speech, the agent's turn).
         self.quiet_since = agent._clock()
-        #: Re-prompts for silence in a row (reset when the caller speaks).
-        self.silent_reprompts = 0
         self.finished = asyncio.Event()
 
     async def run(self) -> None:
@@ -321,18 +317,16 @@ class _Call:
                 or probability >= self.endpointer.config.start_threshold
                 or (self.turn is not None and not self.turn.done())):
             if self.endpointer.in_speech:
-                self.silent_reprompts = 0
+                self.state.silences = 0
             self.quiet_since = now
             return
         if now - self.quiet_since < self.agent._silence_reprompt_seconds:
             return
         self.quiet_since = now
-        self.silent_reprompts += 1
-        final = self.silent_reprompts > self.agent._silence_reprompts
-        self.turn = asyncio.create_task(self._guarded(self._ask_again(final)))
+        self.turn = asyncio.create_task(self._guarded(self._ask_again()))
 
-    async def _ask_again(self, final: bool) -> None:
-        reply = self.engine.silence(self.state, final)
+    async def _ask_again(self) -> None:
+        reply = self.engine.silence(self.state)
         self.record.turns.append({"silence": True, "reply": reply.text, "intent": reply.intent})
         self.stage = "tts"
         await self._say(_pieces(reply.text), cached=True, turn=self.record.turns[-1])

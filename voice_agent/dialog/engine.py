@@ -55,6 +55,10 @@ _EMERGENCY = re.compile(
 )
 
 
+#: Times a silent caller is asked again before the agent says goodbye (both loops).
+SILENCE_REPROMPTS = 2
+
+
 class DialogEngine:
     """Answers one caller turn at a time for one tenant; state lives in :class:`DialogState`.
 
@@ -80,6 +84,7 @@ class DialogEngine:
     def reply(self, state: DialogState, user_text: str) -> DialogReply:
         """The agent's answer to one caller utterance (or DTMF: ``#`` repeats, ``0`` transfers)."""
         raw = user_text.strip()
+        state.silences = 0
         ctx = TurnContext(state, normalize(raw), self._today())
         if self._skill.screens_emergencies and _EMERGENCY.search(ctx.norm):
             state.finish()
@@ -99,9 +104,15 @@ class DialogEngine:
             result = DialogReply(text, intent, tuple(ctx.calls))
         return self._record(state, raw, result)
 
-    def silence(self, state: DialogState, final: bool) -> DialogReply:
-        """The caller said nothing for a while: ask again, or (``final``) say goodbye."""
-        if final:
+    def silence(self, state: DialogState) -> DialogReply:
+        """The caller said nothing for a while: ask again, and after
+        :data:`SILENCE_REPROMPTS` questions say goodbye (a dead line is not held).
+
+        What "a while" is belongs to the loop: seconds without speech in the
+        streaming agent, empty recordings in the AGI one.
+        """
+        state.silences += 1
+        if state.silences > SILENCE_REPROMPTS:
             result = DialogReply("I haven't heard anything, so I'll end the call now. "
                                  f"Thank you for calling {self.tenant.display_name}. Goodbye.",
                                  "silence", done=True)

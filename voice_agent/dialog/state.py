@@ -52,6 +52,8 @@ class DialogState:
     question: str = ""
     last_reply: str = ""
     history: list[Turn] = field(default_factory=list)
+    #: "Are you still there?" asked since the caller last spoke.
+    silences: int = 0
 
     def ask(self, awaiting: str, question: str) -> str:
         self.awaiting, self.question = awaiting, question
