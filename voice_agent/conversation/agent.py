@@ -290,8 +290,8 @@ class _Call:
             self.talked_over = False
         self.was_talking = talking
         event = self.endpointer.process(pcm, probability)
-        self._mind_the_silence(probability, arrival)
-        if self.call.state in TALKING:
+        self._mind_the_silence(probability, arrival)  # may start a task, not change state
+        if talking:
             level = None if self.audio.paused else self._agent_level()
             self._on_barge_in(self.barge_in.process(pcm, probability, level, arrival))
             if self.endpointer.in_speech and self.call.state in TALKING:
