@@ -12,16 +12,57 @@ V2V and word error rate per profile are ``voice-agent bench impaired``'s job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import time
 
 import pytest
 
 from tests.integration.conftest import TalkTo, assert_nothing_left
 from voice_agent.ari.asterisk_ari import AriClient
-from voice_agent.dev.impair import PROFILES, Impairment
+from voice_agent.dev.impair import PROFILES, Impairment, Profile
 from voice_agent.dev.sim.conversation import Step, words_heard
 from voice_agent.media.rtp_transport import RtpCallAudio
 
 QUESTION = "Where is my order one two three four five?"
+
+
+def _through_the_line(profile: Profile, count: int = 400, outage_at: int | None = None
+                      ) -> tuple[list[int], Impairment]:
+    """Send ``count`` numbered datagrams through an impaired port; what arrived, in order."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2**20)
+        rx.settimeout(1.0)
+        with Impairment(rx.getsockname()[1], profile, seed=5) as line:
+            for i in range(count):
+                if i == outage_at:
+                    line.outage(0.2)
+                tx.sendto(i.to_bytes(4, "big") + bytes(168), rx.getsockname())
+                time.sleep(0.002)
+            arrived = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    arrived.append(int.from_bytes(rx.recv(2048)[:4], "big"))
+    return arrived, line
+
+
+def test_the_line_loses_reorders_delays_and_cuts_packets_as_its_profile_says() -> None:
+    """The impairment itself, on a bare UDP port (the seeds make the counts repeatable)."""
+    clean, _ = _through_the_line(PROFILES["clean"])
+    assert clean == list(range(400))
+    lossy, line = _through_the_line(PROFILES["loss-3pct"])
+    assert 4 <= line.stats.dropped <= 24 and len(lossy) == 400 - line.stats.dropped
+    assert lossy == sorted(lossy)
+    jittery, line = _through_the_line(PROFILES["jitter-40ms"])
+    assert sorted(jittery) == list(range(400)) and jittery != sorted(jittery)
+    assert line.stats.reordered > 0
+    _, line = _through_the_line(PROFILES["delay-200ms"])
+    assert min(line.stats.delays_ms) == 200.0
+    cut, line = _through_the_line(PROFILES["outage-2s"], outage_at=100)
+    missing = sorted(set(range(400)) - set(cut))
+    assert missing and missing[0] == 100 and len(missing) == line.stats.dropped > 20
 
 
 @pytest.mark.parametrize("profile", ["loss-3pct", "jitter-40ms", "delay-200ms", "outage-2s"])

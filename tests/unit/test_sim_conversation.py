@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voice_agent.dev.sim.conversation import _speech_bounds, words_heard
+from voice_agent.dev.sim.conversation import _speech_bounds, word_error_rate, words_heard
 from voice_agent.dev.sim.signals import tone
 
 
@@ -22,3 +22,13 @@ def test_speech_bounds_skip_the_clip_s_leading_and_trailing_silence() -> None:
     clip = np.concatenate([silence, tone(440, 1.0), silence])
     first, last = _speech_bounds(clip)
     assert abs(first - 0.5) <= 0.02 and abs(last - 1.5) <= 0.02
+
+
+def test_word_error_rate_counts_substitutions_insertions_and_deletions() -> None:
+    said = "Order one two three has shipped."
+    assert word_error_rate(said, "order one two three has shipped") == 0.0
+    assert word_error_rate(said, "order one two tree has shipped") == 1 / 6  # substitution
+    assert word_error_rate(said, "order one two three has") == 1 / 6  # deletion
+    assert word_error_rate(said, "the order one two three has shipped") == 1 / 6  # insertion
+    assert word_error_rate(said, "") == 1.0
+    assert word_error_rate("", "noise") == 1.0 and word_error_rate("", "") == 0.0

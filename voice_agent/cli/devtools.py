@@ -406,8 +406,10 @@ def _bench_conversation(run: Callable[[Settings], Awaitable[dict[str, Any]]]) ->
                         "onset_to_pause_s", "answered_new_question", "false_barge_ins", "coughs",
                         "backchannel_resumed_rate", "false_barge_ins_on_backchannels")}
     for cell, figures in result.get("cells", {}).items():
-        summary[cell] = {"stop_p95_s": figures["stop_at_caller_s"]["p95"],
-                         "answered": figures["answered"]}
+        summary[cell] = ({"v2v_s": figures["v2v_s"], "wer_mean": figures["wer_mean"],
+                          "answered": figures["answered"]} if "wer_mean" in figures else
+                         {"stop_p95_s": figures["stop_at_caller_s"]["p95"],
+                          "answered": figures["answered"]})
     for route, figures in result.get("paths", {}).items():
         summary[route] = {"v2v_s": figures["v2v_s"],
                          "agent_cpu_pct_per_call": figures["agent_cpu_pct_of_a_core_per_call"]}
@@ -459,6 +461,25 @@ def bench_compare(
 
     _bench_conversation(lambda s: conversation.compare(
         s, turns, progress=lambda m: console.print(f"  {m}")))
+
+
+@bench_app.command("impaired")
+def bench_impaired(
+    turns: Annotated[int, typer.Option(help="Questions per tenant and profile.")] = 4,
+    profile: Annotated[list[str] | None, typer.Option(
+        help="clean, loss-3pct, jitter-40ms, delay-200ms, outage-2s (repeatable; default "
+        "all). Needs root (iptables).")] = None,
+) -> None:
+    """V2V and word error rate at the phone over an impaired media leg (real packet loss,
+    jitter, delay and outages on the agent's RTP port)."""
+    from voice_agent.dev.bench import conversation
+    from voice_agent.dev.impair import PROFILES
+
+    chosen = profile or list(PROFILES)
+    if unknown := set(chosen) - set(PROFILES):
+        raise fail(f"unknown profile(s) {sorted(unknown)}; known: {list(PROFILES)}")
+    _bench_conversation(lambda s: conversation.impaired(
+        s, turns, chosen, progress=lambda m: console.print(f"  {m}")))
 
 
 @bench_app.command("speech")

@@ -20,8 +20,12 @@ caller's; calls are real SIP calls through the local Asterisk, one at a time
 
 * ``compare``: the latency questions through ARI and through the AGI fallback
   with the same models: V2V per path and the agent's CPU per call.
+* ``impaired``: the latency questions with the agent's RTP leg impaired in the
+  kernel (:mod:`voice_agent.dev.impair`: loss, jitter with reordering, delay,
+  a 2 s outage in the middle of replies): V2V, the word error rate of what the
+  caller heard against what the agent said, and the agent's jitter counters.
 
-Writes ``bench/results/{latency,barge-in,compare}.json`` and a PNG for each.
+Writes ``bench/results/{latency,barge-in,compare,impaired}.json`` and a PNG for each.
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ import psutil
 
 from voice_agent.agi.asterisk_agi import running_agi_server
 from voice_agent.ari.ari_session_manager import SessionManager
-from voice_agent.calls.record import CallRecord
+from voice_agent.calls.record import CallRecord, CallState
 from voice_agent.config import Settings
 from voice_agent.dev.bench.media import RESULTS, _git_commit, machine, write_result
-from voice_agent.dev.sim.conversation import Exchange, ScriptedCaller, Step
+from voice_agent.dev.impair import PROFILES, Impairment
+from voice_agent.dev.sim.conversation import Exchange, ScriptedCaller, Step, word_error_rate
 from voice_agent.dev.sim.phone import SimPhone
 from voice_agent.dev.sim.signals import speech
+from voice_agent.media.rtp_transport import RtpCallAudio
 from voice_agent.providers.stt import WhisperStt
 from voice_agent.service import running_agent
 
@@ -138,6 +144,7 @@ async def _interview(settings: Settings, turns: int, stt: WhisperStt | None,
                 speech_end = (exchange.reply_started or 0) - (exchange.latency_s or 0)
                 rows.append({"number": number, "said": exchange.said,
                              "heard": exchange.heard, "agent_heard": turn.get("heard"),
+                             "reply": turn.get("reply"),
                              "turn_end": turn.get("turn_end", "-"),
                              "v2v_s": exchange.latency_s,
                              "stages": _stages(exchange, turn, speech_end)})
@@ -223,6 +230,87 @@ async def compare(settings: Settings, turns: int, progress: Progress = print) ->
     return _stamp({"kind": "compare", "paths": paths, "stack": STACK,
                    "targets": {"plan_agi_s": [4, 10], "plan_ari_s": [1, 3],
                                "issue_v2v_p50_s": 0.9, "issue_v2v_p95_s": 1.5}}, settings, commit)
+
+
+class _Seen:
+    """Each call's record and its jitter-buffer counters, taken as the call ends."""
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+        self.records: list[CallRecord] = []
+        self.jitter: dict[str, int] = {}
+
+    def record(self) -> CallRecord:
+        record = _session_record(self.manager)
+        session = next(iter(self.manager.sessions.values()), None)
+        if session is not None and isinstance(session.audio, RtpCallAudio):
+            for key, value in vars(session.audio.jitter.stats).items():
+                self.jitter[key] = self.jitter.get(key, 0) + value
+        self.records.append(record)
+        return record
+
+
+def _speaking(manager: SessionManager) -> bool:
+    return any(s.state == CallState.SPEAKING for s in manager.sessions.values())
+
+
+async def _outages_mid_reply(manager: SessionManager, line: Impairment) -> None:
+    """Start the profile's outage 0.5 s into every reply (until cancelled).
+
+    Polls the sessions' state: the agent has no event for "a reply started".
+    """
+    while True:
+        await asyncio.sleep(0.05)
+        if _speaking(manager):
+            await asyncio.sleep(0.5)
+            line.outage()
+            while _speaking(manager):  # noqa: ASYNC110 - polling, see the docstring
+                await asyncio.sleep(0.05)
+
+
+async def impaired(settings: Settings, turns: int, profiles: list[str],
+                   progress: Progress = print) -> dict[str, Any]:
+    """The latency questions over each impaired-line profile (RTP transport)."""
+    commit = _git_commit()
+    stt = WhisperStt()
+    cells: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as data:
+        agent_settings = _conversation_settings(settings, data).model_copy(
+            update={"media_transport": "rtp"})
+        async with running_agent(agent_settings) as manager:
+            await manager.wait_connected(30)
+            assert manager.media is not None and manager.media.rtp_server is not None
+            port = manager.media.rtp_server.local_address[1]
+            for name in profiles:
+                profile = PROFILES[name]
+                progress(f"--- {name}: {profile.describe()}")
+                seen = _Seen(manager)
+                with Impairment(port, profile, seed=7) as line:
+                    outages = (asyncio.create_task(_outages_mid_reply(manager, line))
+                               if profile.outage_s else None)
+                    try:
+                        rows = await _interview(settings, turns, stt, seen.record, progress)
+                    finally:
+                        if outages is not None:
+                            outages.cancel()
+                for row in rows:
+                    row["wer"] = (word_error_rate(row["reply"], row["heard"])
+                                  if row["reply"] else None)
+                v2v = [r["v2v_s"] for r in rows if r["v2v_s"] is not None]
+                wer = [r["wer"] for r in rows if r["wer"] is not None]
+                cells[name] = {
+                    "profile": profile.describe(), "v2v_s": _percentiles(v2v),
+                    "wer_mean": float(np.mean(wer)) if wer else None,
+                    "answered": sum(r["v2v_s"] is not None for r in rows), "turns": rows,
+                    "errors": [e for r in seen.records for e in r.errors],
+                    "line": {"packets": line.stats.packets, "dropped": line.stats.dropped,
+                             "reordered": line.stats.reordered},
+                    "agent_jitter_buffer": seen.jitter}
+                progress(f"{name}: V2V p50 {cells[name]['v2v_s']['p50']}, WER "
+                         f"{cells[name]['wer_mean']}, jitter buffer {seen.jitter}")
+    return _stamp({"kind": "impaired", "cells": cells, "stack": STACK,
+                   "impairment": "iptables NFQUEUE on the agent's RTP port, both ways, "
+                                 "seeded (voice_agent.dev.impair)"}, settings, commit)
 
 
 #: Caller levels (dB relative to the espeak-ng voice) and paths ``bench barge-in`` sweeps.
@@ -356,6 +444,16 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
         medians = [result["stages_s"][s]["p50"] or 0 for s in STAGES]
         right.barh(STAGES, medians)
         right.set(title="median per stage", xlabel="s")
+    elif name == "impaired":
+        cells = result["cells"]
+        names = list(cells)
+        left.bar([f"{n}\np50" for n in names], [cells[n]["v2v_s"]["p50"] or 0 for n in names])
+        left.bar([f"{n}\np95" for n in names], [cells[n]["v2v_s"]["p95"] or 0 for n in names])
+        left.set(title="voice-to-voice at the caller", ylabel="s")
+        left.tick_params(axis="x", labelsize=6)
+        right.bar(names, [cells[n]["wer_mean"] or 0 for n in names])
+        right.set(title="word error rate at the phone (vs the reply)", ylabel="WER")
+        right.tick_params(axis="x", labelsize=7)
     else:
         cells = result["cells"]
         names = list(cells)

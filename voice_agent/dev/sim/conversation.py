@@ -272,6 +272,22 @@ def words_heard(said: str, heard: str) -> float:
     return sum(word in found for word in words) / len(words) if words else 1.0
 
 
+def word_error_rate(said: str, heard: str) -> float:
+    """Word error rate of ``heard`` against ``said``: (substitutions + insertions +
+    deletions) / words said, by word-level edit distance (can exceed 1)."""
+    ref = normalize_words(said.replace("-", " "))
+    hyp = normalize_words(heard.replace("-", " "))
+    if not ref:
+        return float(bool(hyp))
+    row = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, 1):
+        previous, row[0] = row[0], i
+        for j, other in enumerate(hyp, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1,
+                                           previous + (word != other))
+    return row[-1] / len(ref)
+
+
 async def talk(ari_url: str, user: str, password: str, number: str, steps: list[Step],
                stt: SpeechToText, *, via: str = "sip") -> list[Exchange]:
     """Dial ``number``, run ``steps`` after the greeting, hang up; every exchange, measured."""
