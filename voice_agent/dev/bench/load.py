@@ -271,14 +271,22 @@ class Sampler:
         return sample
 
 
-def trend(samples: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+def _records_full(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The samples taken once the agent's in-memory record history stopped growing."""
+    kept = [s.get("records_kept") or 0 for s in samples]
+    full = max(kept, default=0)
+    return [s for s, k in zip(samples, kept, strict=True) if full and k == full]
+
+
+def trend(samples: list[dict[str, Any]], key: str, after: float = 60.0
+          ) -> dict[str, float] | None:
     """Whether ``key`` keeps growing: medians of the first and last thirds, and the slope.
 
-    The first minute (calls ramping up) is left out. A soak passes on memory when
+    Samples before ``after`` seconds (calls ramping up) are left out. A soak passes on memory when
     the last third is no higher than the first and the slope is near zero; the
     medians resist the allocator's noise, which a single last sample does not.
     """
-    points = [(s["t"], s[key]) for s in samples if s.get(key) is not None and s["t"] >= 60]
+    points = [(s["t"], s[key]) for s in samples if s.get(key) is not None and s["t"] >= after]
     if len(points) < 6:
         return None
     t, v = (np.asarray(x, dtype=float) for x in zip(*points, strict=True))
@@ -329,6 +337,7 @@ async def run(settings: Settings, calls: int, seconds: float, models: str,
     """One load run; returns the result record (see :func:`save`)."""
     if models not in ("embedded", "fake"):
         raise ValueError(f"models must be 'embedded' or 'fake', not {models!r}")
+    commit = _git_commit()  # the code that runs, not what HEAD became meanwhile
     question = Utterance.render(QUESTION)
     port = free_tcp_port()
     with tempfile.TemporaryDirectory(prefix="va-load-") as tmp:
@@ -354,7 +363,7 @@ async def run(settings: Settings, calls: int, seconds: float, models: str,
     result.update(
         models=fake_models.LABEL if models == "fake" else
         "embedded (silero VAD, whisper tiny.en, rule engine, piper joe-medium)",
-        models_mode=models, transport=transport, soak=soak, commit=_git_commit(),
+        models_mode=models, transport=transport, soak=soak, commit=commit,
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         machine=machine())
     return result
@@ -429,6 +438,10 @@ async def _drive(phone: SimPhone, agent: psutil.Process, asterisk_pid: int | Non
         "_rss_loaded": rss_peak,
         "samples": sampler.samples,
         "trend": {key: trend(sampler.samples, key) for key in ("rss_mb", "py_blocks")},
+        # the agent keeps its last HISTORY call records in memory by design: once that
+        # deque is full, anything still growing is a leak
+        "trend_once_records_full": {key: trend(_records_full(sampler.samples), key, after=0)
+                                    for key in ("rss_mb", "py_blocks")},
         "_v2v": v2v.tolist(), "_stops": stops.tolist(),
     }
 
