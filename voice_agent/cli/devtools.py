@@ -545,7 +545,8 @@ def bench_fuzz(
     from voice_agent.dev.bench import fuzz
 
     try:
-        result = fuzz.run(examples, parser, seed, progress=lambda m: console.print(f"  {m}"))
+        result = fuzz.run(examples, parser, seed, progress=lambda m: console.print(f"  {m}"),
+                          partial=fuzz.save)
     except ValueError as exc:
         raise fail(str(exc)) from exc
     console.print(f"→ {fuzz.save(result)}: {result['failures']} failing parser(s)")

@@ -213,23 +213,28 @@ def fuzz(target: Target, examples: int, *, seed: int | None = None) -> dict[str,
 
 
 def run(examples: int, only: list[str] | None = None, seed: int | None = None,
-        progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every target (or those named in ``only``); the ``fuzz.json`` record."""
+        progress: Callable[[str], None] = print,
+        partial: Callable[[dict[str, Any]], object] = lambda result: None) -> dict[str, Any]:
+    """Every target (or those named in ``only``); the ``fuzz.json`` record.
+
+    ``partial`` gets the record after each parser (a long run is saved as it goes).
+    """
     unknown = set(only or []) - {t.name for t in TARGETS}
     if unknown:
         raise ValueError(f"unknown parser(s) {sorted(unknown)}; "
                          f"known: {[t.name for t in TARGETS]}")
-    parsers: dict[str, Any] = {}
+    result: dict[str, Any] = {"examples_per_parser": examples, "seed": seed, "parsers": {},
+                              "failures": 0, "commit": _git_commit(), "machine": machine()}
     for target in TARGETS:
         if only and target.name not in only:
             continue
-        parsers[target.name] = entry = fuzz(target, examples, seed=seed)
+        result["parsers"][target.name] = entry = fuzz(target, examples, seed=seed)
+        result["failures"] += entry["failures"]
+        result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         progress(f"{target.name}: {entry['examples']} examples, {entry['failures']} failures "
                  f"({entry['seconds']:.0f} s)" + (f": {entry['error']}" if entry["error"] else ""))
-    return {"examples_per_parser": examples, "seed": seed, "parsers": parsers,
-            "failures": sum(p["failures"] for p in parsers.values()), "commit": _git_commit(),
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": machine()}
+        partial(result)
+    return result
 
 
 def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
