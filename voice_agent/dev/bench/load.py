@@ -203,12 +203,12 @@ class CallerFigures:
 
 async def converse(phone: SimPhone, question: Utterance, until: float,
                    figures: CallerFigures, gate: asyncio.Semaphore,
-                   turns: int | None = None) -> None:
+                   turns: int | None = None, number: str = NUMBER) -> None:
     """One scripted conversation: ``turns`` turns, or (None) turns until ``until``
     (at least :data:`MIN_TURNS`); the second of them is a barge-in. ``gate``
     bounds how many calls are being set up at once (the ramp)."""
     async with gate:
-        call = await phone.dial(NUMBER, via="sip", audio=True, identify=False,
+        call = await phone.dial(number, via="sip", audio=True, identify=False,
                                 answer_timeout=30)
     audio = call.audio
     assert isinstance(audio, LoadAudio)
@@ -426,6 +426,10 @@ async def _drive(phone: SimPhone, agent: psutil.Process, asterisk_pid: int | Non
         if fake and len(v2v) else None,
         "overhead_p95_s": (pct(v2v, 95) or 0) - fake_models.FIXED_SECONDS
         if fake and len(v2v) else None,
+        # turn 2 is the one talked over; its answer comes before turn 3's question
+        "v2v_by_turn_s": [{"turn": k + 1, "n": len(at), "p50": pct(at, 50), "p95": pct(at, 95)}
+                          for k in range(max((len(f.v2v) for f in figures), default=0))
+                          if len(at := np.array([f.v2v[k] for f in figures if len(f.v2v) > k]))],
         "barge_in_stop_p50_s": pct(stops, 50), "barge_in_stop_p95_s": pct(stops, 95),
         "barge_ins": len(stops),
         "late_pct": clock.get("late_tick_pct"),
