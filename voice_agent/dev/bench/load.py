@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import random
 import logging
 import sys
 import tempfile
@@ -71,6 +72,7 @@ TURN_TIMEOUT_S = 20.0
 MIN_TURNS = 3
 SOAK_SECONDS = 30 * 60.0
 SOAK_TURNS = 4  # a soak call hangs up after this many turns and another takes its place
+ARRIVALS_S = 5.0  # the run's callers arrive spread over this long
 
 
 # ------------------------------------------------------------------ caller audio
@@ -383,7 +385,13 @@ async def _drive(phone: SimPhone, agent: psutil.Process, asterisk_pid: int | Non
     figures: list[CallerFigures] = []
     gate = asyncio.Semaphore(10)  # ramp: at most 10 calls in setup at once
 
+    arrivals = random.Random(calls)  # seeded: the same arrival pattern run after run
+
     async def caller() -> None:
+        # Callers arrive over ARRIVALS_S, not in the same 20 ms: in lockstep every one
+        # ends its first turn at the same moment and queues for the embedded STT,
+        # a burst no real line produces (the first turn's V2V is reported apart).
+        await asyncio.sleep(arrivals.uniform(0.0, ARRIVALS_S))
         while True:
             mine = CallerFigures()
             figures.append(mine)
