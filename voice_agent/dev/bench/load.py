@@ -28,8 +28,8 @@ import asyncio
 import contextlib
 import datetime
 import json
-import random
 import logging
+import random
 import sys
 import tempfile
 import time
