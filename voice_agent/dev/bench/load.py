@@ -16,6 +16,11 @@ agent packet minus the caller's first voiced frame over the reply. With
 :mod:`~voice_agent.dev.bench.fake_models` (labelled so in the result), and
 ``overhead`` = V2V minus their fixed latencies: the agent's own cost, endpointing included.
 
+With the embedded models every caller asks for a different order, by number
+(:func:`questions`): the replies differ, so each is synthesized by Piper
+rather than served from the prompt cache, as a business's real callers would
+make it. The fake models ignore the words and always hear the same question.
+
 ``--soak`` keeps N calls up for ``--seconds`` (default 30 min): a call that
 finishes its script is replaced; the agent's RSS, tasks, fds and live calls
 and Asterisk's channels are sampled over time, and what is left at the end is
@@ -203,12 +208,25 @@ class CallerFigures:
     lost: int = 0
 
 
-async def converse(phone: SimPhone, question: Utterance, until: float,
+def questions(models: str, count: int = 24) -> list[Utterance]:
+    """What the callers ask, in turn: one question for the fake models; for the embedded
+    ones, ``count`` order-status questions with seeded random five-digit numbers."""
+    if models == "fake":
+        return [Utterance.render(QUESTION)]
+    digits = "zero one two three four five six seven eight nine".split()
+    draw = random.Random(5)
+    return [Utterance.render("Where is my order "
+                             + " ".join(digits[draw.randrange(10)] for _ in range(5)) + "?")
+            for _ in range(count)]
+
+
+async def converse(phone: SimPhone, question: Utterance | list[Utterance], until: float,
                    figures: CallerFigures, gate: asyncio.Semaphore,
-                   turns: int | None = None, number: str = NUMBER) -> None:
+                   turns: int | None = None, number: str = NUMBER, first: int = 0) -> None:
     """One scripted conversation: ``turns`` turns, or (None) turns until ``until``
     (at least :data:`MIN_TURNS`); the second of them is a barge-in. ``gate``
-    bounds how many calls are being set up at once (the ramp)."""
+    bounds how many calls are being set up at once (the ramp). With several questions,
+    the call asks them in turn from the ``first``."""
     async with gate:
         call = await phone.dial(number, via="sip", audio=True, identify=False,
                                 answer_timeout=30)
@@ -219,14 +237,16 @@ async def converse(phone: SimPhone, question: Utterance, until: float,
         await audio.offset_after(greeting)
         while (figures.turns < turns if turns is not None
                else figures.turns < MIN_TURNS or time.monotonic() < until):
-            _, voice_end = audio.say(question)
+            asked = (question if isinstance(question, Utterance)
+                     else question[(first + figures.turns) % len(question)])
+            _, voice_end = audio.say(asked)
             end = await voice_end
             onset = await audio.onset_after(end)
             figures.v2v.append(onset - end)
             figures.turns += 1
             if figures.turns == 2:  # talk over this reply
                 await asyncio.sleep(BARGE_AFTER_S)
-                over, _ = audio.say(question)
+                over, _ = audio.say(asked)
                 started = await over
                 if audio.speaking:
                     stop = await audio.offset_after(started)
@@ -340,7 +360,7 @@ async def run(settings: Settings, calls: int, seconds: float, models: str,
     if models not in ("embedded", "fake"):
         raise ValueError(f"models must be 'embedded' or 'fake', not {models!r}")
     commit = _git_commit()  # the code that runs, not what HEAD became meanwhile
-    question = Utterance.render(QUESTION)
+    question = questions(models)
     port = free_tcp_port()
     with tempfile.TemporaryDirectory(prefix="va-load-") as tmp:
         stats_file = Path(tmp) / "agent.json"
@@ -372,7 +392,7 @@ async def run(settings: Settings, calls: int, seconds: float, models: str,
 
 
 async def _drive(phone: SimPhone, agent: psutil.Process, asterisk_pid: int | None,
-                 fake: psutil.Process | None, stats_file: Path, question: Utterance,
+                 fake: psutil.Process | None, stats_file: Path, question: list[Utterance],
                  calls: int, seconds: float, soak: bool, progress: Progress) -> dict[str, Any]:
     asterisk = psutil.Process(asterisk_pid) if asterisk_pid else None
     me = psutil.Process()
@@ -387,7 +407,7 @@ async def _drive(phone: SimPhone, agent: psutil.Process, asterisk_pid: int | Non
 
     arrivals = random.Random(calls)  # seeded: the same arrival pattern run after run
 
-    async def caller() -> None:
+    async def caller(index: int) -> None:
         # Callers arrive over ARRIVALS_S, not in the same 20 ms: in lockstep every one
         # ends its first turn at the same moment and queues for the embedded STT,
         # a burst no real line produces (the first turn's V2V is reported apart).
@@ -397,13 +417,13 @@ async def _drive(phone: SimPhone, agent: psutil.Process, asterisk_pid: int | Non
             figures.append(mine)
             try:
                 await converse(phone, question, until, mine, gate,
-                               turns=SOAK_TURNS if soak else None)
+                               turns=SOAK_TURNS if soak else None, first=index * 5)
             except Exception as exc:  # a failed call is counted, not fatal
                 mine.error = mine.error or f"{type(exc).__name__}: {exc}"
             if not soak or time.monotonic() >= until:
                 return
 
-    tasks = [asyncio.create_task(caller()) for _ in range(calls)]
+    tasks = [asyncio.create_task(caller(i)) for i in range(calls)]
     progress(f"{calls} callers started; running for {seconds:.0f} s")
     rss_peak = 0
     while not all(t.done() for t in tasks):
