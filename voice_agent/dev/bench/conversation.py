@@ -420,6 +420,13 @@ async def barge_in(settings: Settings, interruptions: int, coughs: int, backchan
                   settings, commit)
 
 
+def _v2v_bars(axes: Any, cells: dict[str, Any]) -> None:
+    """V2V p50 and p95 bars, one pair per cell (an ARI/AGI path, an impairment profile)."""
+    for q in ("p50", "p95"):
+        axes.bar([f"{n}\n{q}" for n in cells], [cells[n]["v2v_s"][q] or 0 for n in cells])
+    axes.set(title="voice-to-voice at the caller", ylabel="s")
+
+
 def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     """JSON + a PNG (latency histogram and stage medians, or barge-in stop delays)."""
     import matplotlib
@@ -433,9 +440,7 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     if name == "compare":
         paths = result["paths"]
         names = list(paths)
-        left.bar([f"{n} p50" for n in names], [paths[n]["v2v_s"]["p50"] or 0 for n in names])
-        left.bar([f"{n} p95" for n in names], [paths[n]["v2v_s"]["p95"] or 0 for n in names])
-        left.set(title="voice-to-voice at the caller", ylabel="s")
+        _v2v_bars(left, paths)
         right.bar(names, [paths[n]["agent_cpu_pct_of_a_core_per_call"] for n in names])
         right.set(title="agent CPU per call", ylabel="% of one core")
     elif name == "latency":
@@ -447,9 +452,7 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     elif name == "impaired":
         cells = result["cells"]
         names = list(cells)
-        left.bar([f"{n}\np50" for n in names], [cells[n]["v2v_s"]["p50"] or 0 for n in names])
-        left.bar([f"{n}\np95" for n in names], [cells[n]["v2v_s"]["p95"] or 0 for n in names])
-        left.set(title="voice-to-voice at the caller", ylabel="s")
+        _v2v_bars(left, cells)
         left.tick_params(axis="x", labelsize=6)
         right.bar(names, [cells[n]["wer_mean"] or 0 for n in names])
         right.set(title="word error rate at the phone (vs the reply)", ylabel="WER")
