@@ -8,7 +8,8 @@ with the kernel features systemd uses for them:
 - ``NoNewPrivileges``: ``setpriv --no-new-privs``;
 - ``ProtectSystem=strict`` + ``StateDirectory``: a private mount namespace where
   ``/`` is read-only and only the state directory is writable;
-- ``PrivateTmp`` / ``ProtectHome``: empty tmpfs on ``/tmp`` and over ``/root``, ``/home``;
+- ``PrivateTmp``: an empty tmpfs on ``/tmp``; ``ProtectHome=read-only`` comes with the
+  read-only ``/``;
 - ``MemoryMax``: a cgroup memory limit of the unit's size.
 
 ``RestrictAddressFamilies`` and the system-call filter are seccomp rules that
@@ -55,8 +56,6 @@ mount --make-rprivate /
 mount --bind "$state" "$state"            # StateDirectory: the one writable place
 mount -o remount,bind,ro /                # ProtectSystem=strict
 mount -t tmpfs -o mode=1777 tmpfs /tmp    # PrivateTmp
-mount -t tmpfs -o mode=0755,ro tmpfs /root
-mount -t tmpfs -o mode=0755,ro tmpfs /home
 exec setpriv --reuid="$UID_" --regid="$UID_" --clear-groups --no-new-privs \
   --inh-caps=-all --bounding-set=-all "$@"
 """
