@@ -102,8 +102,12 @@ async def test_a_call_works_under_the_units_restrictions(
     try:
         async with serve_process(env, "--agent", "conversation", "--drain-seconds", "1",
                                  wrapper=wrapper) as serve:
-            async with asyncio.timeout(180):
-                assert (await loop.sock_recv(notify, 256)).startswith(b"READY=1"), serve.output
+            ready = asyncio.ensure_future(loop.sock_recv(notify, 256))
+            exited = asyncio.ensure_future(serve.process.wait())
+            await asyncio.wait([ready, exited], timeout=100,
+                               return_when=asyncio.FIRST_COMPLETED)
+            exited.cancel()
+            assert ready.done() and ready.result().startswith(b"READY=1"), bytes(serve.output)
             agent = psutil.Process(serve.process.pid)
             assert agent.uids().real == DYNAMIC_UID and agent.gids().real == DYNAMIC_UID
             status = _proc_status(agent.pid)
