@@ -76,7 +76,11 @@ async def test_asterisk_killed_mid_reply_then_the_next_caller_completes_a_task(
         await eventually(lambda: manager.ari.connections > before and
                          manager.ari.connected.is_set(), timeout=20, what="agent reconnected")
         await eventually(lambda: not manager.sessions, what="the dead call closed")
-        assert manager.completed[-1].end_reason == "channel gone after ARI reconnect"
+        # closed by reconcile after the reconnect, or at once by a REST request of the
+        # reply (media, playback) that met the dead Asterisk: both say why
+        reason = manager.completed[-1].end_reason
+        assert (reason == "channel gone after ARI reconnect"
+                or reason.startswith("error: cannot reach Asterisk ARI")), reason
 
         async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
             call = await phone.dial("18005551234", via="sip", audio=True)
