@@ -310,7 +310,7 @@ async def impaired(settings: Settings, turns: int, profiles: list[str],
                          f"{cells[name]['wer_mean']}, jitter buffer {seen.jitter}")
     return _stamp({"kind": "impaired", "cells": cells, "stack": STACK,
                    "impairment": "iptables NFQUEUE on the agent's RTP port, both ways, "
-                                 "seeded (voice_agent.dev.impair)"}, settings, commit)
+                                 "seeded (voice_agent.dev.impair)"}, agent_settings, commit)
 
 
 #: Caller levels (dB relative to the espeak-ng voice) and paths ``bench barge-in`` sweeps.
