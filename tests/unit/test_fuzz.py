@@ -57,3 +57,14 @@ def test_a_broken_tenant_file_is_named_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "acme.yaml").write_text("name: acme\ndisplay_name: [unclosed\n")
     with pytest.raises(TenantFileError, match=r"acme\.yaml.*"):
         TenantRegistry.load(tmp_path)
+
+
+def test_a_run_of_some_parsers_is_merged_into_the_file_of_the_same_count(tmp_path: Path) -> None:
+    quiet = {"progress": lambda message: None}
+    fuzz.save(fuzz.run(20, ["rtp", "agi_reply"], seed=1, **quiet), tmp_path)
+    fuzz.save(fuzz.run(20, ["agi_reply", "ari_event"], seed=2, **quiet), tmp_path)
+    merged = json.loads((tmp_path / "fuzz.json").read_text())
+    assert set(merged["parsers"]) == {"rtp", "agi_reply", "ari_event"}
+    assert merged["parsers"]["agi_reply"]["examples"] == 20 and merged["seed"] == 2
+    fuzz.save(fuzz.run(10, ["ari_event"], **quiet), tmp_path)  # another count: a new file
+    assert set(json.loads((tmp_path / "fuzz.json").read_text())["parsers"]) == {"ari_event"}

@@ -23,6 +23,7 @@ from voice_agent.ari.asterisk_ari import (
 from voice_agent.ari.call_session import CallSession
 from voice_agent.calls.record import TENANT_VARIABLE, CallState
 from voice_agent.config import Settings
+from voice_agent.dev.bench.fuzz import ari_events
 from voice_agent.tenants import TenantRegistry
 
 # --------------------------------------------------------------------- fake ARI
@@ -752,24 +753,8 @@ async def test_reconnect_check_never_hangs_up_callers(
 
 # -------------------------------------------------------------------- fuzzing
 
-_any_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                         lambda c: st.lists(c, max_size=3)
-                         | st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=8)
-_channels = _any_json | st.fixed_dictionaries(
-    {"id": st.text(max_size=6) | _any_json},
-    optional={"name": st.sampled_from(["PJSIP/x-1", "UnicastRTP/1"]) | _any_json,
-              "caller": _any_json | st.fixed_dictionaries({"number": _any_json}),
-              "dialplan": _any_json})
-_events = st.fixed_dictionaries(
-    {"type": st.sampled_from(["StasisStart", "StasisEnd", "ChannelDestroyed",
-                              "ChannelDtmfReceived", "PlaybackFinished", "Unknown"]) | _any_json},
-    optional={"channel": _channels, "args": st.lists(st.sampled_from(
-        ["techstore", "nobody", ""]), max_size=2) | _any_json,
-        "digit": _any_json, "playback": _any_json, "cause_txt": _any_json})
-
-
 @hypothesis.settings(max_examples=150, deadline=None)
-@hypothesis.given(st.lists(_events, max_size=6))
+@hypothesis.given(st.lists(ari_events, max_size=6))
 def test_fuzzed_ari_events_are_dropped_or_handled_never_crash_a_handler(
         events: list[dict[str, Any]]) -> None:
     failures: list[logging.LogRecord] = []

@@ -150,7 +150,7 @@ class SessionManager:
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
             return
-        if (problem := _malformed(event)) is not None:
+        if (problem := event_problem(event)) is not None:
             self.malformed_events += 1
             log.error("dropping malformed ARI %s event: %s", kind, problem)
             return
@@ -328,7 +328,7 @@ class SessionManager:
 
 
 
-def _malformed(event: Event) -> str | None:
+def event_problem(event: Event) -> str | None:
     """What is wrong with a handled event's fields (None: the handlers can read it)."""
     if event.get("type") == "PlaybackFinished":
         playback = event.get("playback")

@@ -301,14 +301,19 @@ class AriClient:
 
     def _parse(self, message: str | bytes) -> Event | None:
         try:
-            event = json.loads(message)
-            if not isinstance(event, dict) or "type" not in event:
-                raise ValueError("not an ARI event object")
+            return parse_event(message)
         except ValueError as exc:
             self.bad_events += 1
             log.error("dropping malformed ARI event (%s): %.200r", exc, message)
             return None
-        return event
+
+
+def parse_event(message: str | bytes) -> Event:
+    """One events-socket message as an event object; ValueError says what is wrong."""
+    event = json.loads(message)  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    if not isinstance(event, dict) or "type" not in event:
+        raise ValueError("not an ARI event object")
+    return event
 
 
 def _events_url(base_url: str) -> str:

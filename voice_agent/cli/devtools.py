@@ -537,8 +537,9 @@ def bench_load(
 def bench_fuzz(
     examples: Annotated[int, typer.Option(min=1, help="Inputs per parser.")] = 100_000,
     parser: Annotated[list[str] | None, typer.Option(
-        help="Only this parser (repeatable): rtp, websocket_control, agi_reply, "
-        "agi_multiline_520, agi_environment, llm_sse_stream, tenant_file.")] = None,
+        help="Only this parser (repeatable; merged into an existing fuzz.json of the same "
+        "--examples): rtp, websocket_control, ari_event, agi_reply, agi_multiline_520, "
+        "agi_environment, llm_sse_stream, tenant_file.")] = None,
     seed: Annotated[int | None, typer.Option(help="Fixed seed, to replay a run.")] = None,
 ) -> None:
     """Fuzz every parser of outside input with Hypothesis; writes bench/results/fuzz.json."""

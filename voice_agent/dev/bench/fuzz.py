@@ -15,6 +15,7 @@ wrong type) are reached, not just the first length check.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import struct
@@ -30,6 +31,8 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from voice_agent.agi.protocol import AgiError, ResponseParser, parse_environment, parse_response
+from voice_agent.ari.ari_session_manager import event_problem
+from voice_agent.ari.asterisk_ari import parse_event
 from voice_agent.dev.bench.media import RESULTS, _git_commit, machine
 from voice_agent.media.rtp import RtpParseError, parse_rtp
 from voice_agent.media.websocket_transport import parse_control
@@ -80,6 +83,42 @@ def check_websocket_control(message: str) -> None:
     except ValueError:
         return  # the transport logs and ignores it
     assert isinstance(command, str) and all(isinstance(v, str) for v in fields.values())
+
+
+# ------------------------------------------------------------------ ARI events
+ari_channels = json_values | st.fixed_dictionaries(
+    {"id": st.text(max_size=6) | json_values},
+    optional={"name": st.sampled_from(["PJSIP/x-1", "UnicastRTP/1"]) | json_values,
+              "caller": json_values | st.fixed_dictionaries({"number": json_values}),
+              "dialplan": json_values})
+#: Events the session manager handles, each field missing, mistyped or right.
+ari_events = st.fixed_dictionaries(
+    {"type": st.sampled_from(["StasisStart", "StasisEnd", "ChannelDestroyed",
+                              "ChannelDtmfReceived", "PlaybackFinished", "Unknown"]) | json_values},
+    optional={"channel": ari_channels, "args": st.lists(st.sampled_from(
+        ["techstore", "nobody", ""]), max_size=2) | json_values,
+        "digit": json_values, "playback": json_values, "cause_txt": json_values})
+
+
+def check_ari_event(message: str) -> None:
+    """The events socket's gate: bad JSON is a ValueError; an accepted event either
+    names its problem or carries the fields the handlers read. (The handlers
+    themselves are fuzzed against a fake ARI in the unit suite.)"""
+    try:
+        event = parse_event(message)
+    except ValueError as exc:
+        assert str(exc), "a ValueError must say why"
+        return
+    problem = event_problem(event)
+    if problem is not None:
+        assert isinstance(problem, str) and problem
+        return
+    if event["type"] == "PlaybackFinished":
+        assert isinstance(event["playback"]["id"] if "id" in event["playback"] else "", str)
+    else:
+        channel = event["channel"]
+        assert isinstance(channel["id"], str) and isinstance(channel.get("name", ""), str)
+        assert all(isinstance(arg, str) for arg in event.get("args") or [])
 
 
 # ------------------------------------------------------------------------ AGI
@@ -165,6 +204,7 @@ TARGETS: tuple[Target, ...] = (
         st.sampled_from(["MEDIA_START", "MEDIA_XOFF", "MEDIA_XON", "connection_id:x",
                          "format:slin16", "optimal_frame_size:640", ":", "a:b:c", " "]),
         max_size=6).map(" ".join), check_websocket_control),
+    Target("ari_event", st.text(max_size=120) | ari_events.map(json.dumps), check_ari_event),
     Target("agi_reply", agi_lines, check_agi_reply),
     Target("agi_multiline_520", st.lists(agi_lines, max_size=12), check_agi_stream),
     Target("agi_environment", st.lists(
@@ -228,9 +268,11 @@ def run(examples: int, only: list[str] | None = None, seed: int | None = None,
     for target in TARGETS:
         if only and target.name not in only:
             continue
-        result["parsers"][target.name] = entry = fuzz(target, examples, seed=seed)
+        date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        entry = fuzz(target, examples, seed=seed) | {"commit": result["commit"], "date": date}
+        result["parsers"][target.name] = entry
         result["failures"] += entry["failures"]
-        result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        result["date"] = date
         progress(f"{target.name}: {entry['examples']} examples, {entry['failures']} failures "
                  f"({entry['seconds']:.0f} s)" + (f": {entry['error']}" if entry["error"] else ""))
         partial(result)
@@ -238,8 +280,19 @@ def run(examples: int, only: list[str] | None = None, seed: int | None = None,
 
 
 def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
-    """``fuzz.json`` (no plot: the figures are counts)."""
+    """``fuzz.json`` (no plot: the figures are counts).
+
+    A run of some parsers (``--parser``) at the same example count as the file
+    already holds is merged into it, so one parser can be run again without
+    losing the others; each entry keeps its own commit and date.
+    """
     results.mkdir(parents=True, exist_ok=True)
     path = results / "fuzz.json"
+    with contextlib.suppress(OSError, ValueError):
+        previous = json.loads(path.read_text())
+        if previous.get("examples_per_parser") == result["examples_per_parser"]:
+            parsers = {**previous["parsers"], **result["parsers"]}
+            result = result | {"parsers": parsers,
+                               "failures": sum(e["failures"] for e in parsers.values())}
     path.write_text(json.dumps(result, indent=2))
     return path
