@@ -170,7 +170,7 @@ class CallHistory:
 
     def _run(self) -> None:
         created = False
-        expired_at = 0.0
+        expired_at: float | None = None  # not 0.0: monotonic time starts near 0 at boot
         while True:
             with self._lock:
                 while not self._pending and not self._closing:
@@ -197,7 +197,7 @@ class CallHistory:
                 time.sleep(RETRY_SECONDS)
                 continue
             self.stored += len(batch)
-            if time.monotonic() - expired_at > 3600:
+            if expired_at is None or time.monotonic() - expired_at > 3600:
                 expired_at = time.monotonic()
                 self._expire()
 
