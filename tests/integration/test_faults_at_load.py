@@ -4,7 +4,9 @@ The scale issue's failure rules (a server that hangs or errors: a timeout or
 the error, the apology, never a stuck call) are tested on single calls in
 ``test_model_servers.py``. Here they run under load: healthplus's TTS server
 misbehaves (its own server, from the tenant's ``providers:``), while techstore
-and edulearn callers talk to working servers at the same time. The working
+and edulearn callers talk to working servers at the same time. With no voice
+left at all, healthplus's callers hear Asterisk's own apology and go to the
+operator. The working
 servers are the load benchmark's FAKE OpenAI-compatible servers (fixed
 latencies, a tone for speech): a load test may use fakes when it says so, and
 real models for 10 calls would not fit on these 2 cores. The other calls must
@@ -25,6 +27,7 @@ from aiohttp import web
 from tests.integration.conftest import AgentFactory, assert_nothing_left
 from voice_agent import service
 from voice_agent.ari.asterisk_ari import AriClient
+from voice_agent.ari.call_session import SORRY_PROMPT
 from voice_agent.config import Settings
 from voice_agent.dev.bench import fake_models
 from voice_agent.dev.bench.load import (
@@ -115,4 +118,8 @@ async def test_one_tenants_failing_tts_leaves_the_other_calls_unaffected(
     assert len(failing) == len(BROKEN)
     for record in failing:
         assert record.errors and all(e["stage"] == "tts" for e in record.errors), record.errors
-        assert not record.end_reason.startswith("internal error"), record.end_reason
+        # with no voice at all (greeting and apology need the dead server, no embedded
+        # fallback), the caller hears Asterisk's own "I'm sorry" and goes to the operator
+        assert record.end_reason.startswith("cannot speak: "), record.end_reason
+        assert record.end_reason.endswith("transferred to 9200@voice-agent-operators")
+        assert [prompt for prompt, _ in record.prompts] == [SORRY_PROMPT]

@@ -47,6 +47,7 @@ class FakeCall:
         self.audio: CallAudio | None = audio
         self.dtmf: asyncio.Queue[str] = asyncio.Queue()
         self.transfer_to: tuple[str, str] | None = None
+        self.gave_up: str | None = None
         self.transition(S.STARTING)
 
     @property
@@ -488,6 +489,27 @@ async def test_a_reply_broken_mid_sentence_ends_with_the_apology(
     turn = session.record.turns[0]
     assert "first_audio" in turn and "played" not in turn  # half said, then cut short
     assert session.state is S.LISTENING
+
+
+class DeadTts(ToneTts):
+    """A TTS server that is down from the start: nothing, not even the apology, is cached."""
+
+    name = "dead-tts"
+
+    async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+        raise ProviderConnectionError("cannot reach TTS server at http://tts:9000/v1")
+        yield np.zeros(0, np.float32)  # pragma: no cover - makes this an async generator
+
+
+async def test_an_agent_that_cannot_speak_hands_the_call_back_rather_than_hold_it_silent(
+    call: Callable[..., Any],
+) -> None:
+    session, line = await call(tts=DeadTts(0.01))
+    await until(lambda: session.gave_up is not None)
+    assert session.gave_up.startswith("cannot speak: ") and "cannot reach TTS" in session.gave_up
+    assert session.transfer_to == ("voice-agent-operators", "9100")  # techstore's operator
+    assert [e["stage"] for e in session.record.errors] == ["tts"]  # the greeting's failure
+    assert line.queued_frames == 0  # nothing was played: the session's prompts speak now
 
 
 async def test_the_watchdog_frees_a_call_stuck_on_a_hanging_provider(

@@ -15,10 +15,12 @@ from wyoming.error import Error as WyomingError
 from wyoming.event import Event
 from wyoming.info import Info
 
+from tests.fakes import silent_tcp_server
 from tests.helpers import closed_port_url, sine
 from voice_agent.config import Settings
 from voice_agent.conversation.agent import ConversationAgent
 from voice_agent.dev.sim.signals import dominant_frequency
+from voice_agent.providers import wyoming as wyoming_module
 from voice_agent.providers.chain import SttChain, TtsChain
 from voice_agent.providers.errors import (
     ProviderConnectionError,
@@ -287,6 +289,19 @@ async def test_wyoming_errors_are_provider_errors(wyoming: Callable[..., Any]) -
     stereo = await wyoming(lambda ev: [AudioStart(rate=16000, width=2, channels=2).event()])
     with pytest.raises(ProviderResponseError, match="need 16-bit mono"):
         _ = [c async for c in WyomingTts(stereo).stream("Hi.")]
+
+
+async def test_the_probe_of_a_silent_server_is_bounded_apart_from_the_transcript_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long STT deadline must not hold the service's start on a server that never answers."""
+    monkeypatch.setattr(wyoming_module, "PROBE_TIMEOUT", 0.2)
+    url, server = await silent_tcp_server()
+    try:
+        with pytest.raises(ProviderTimeoutError, match="no info within 0.2 s"):
+            await WyomingStt(url, first_result_timeout=60.0).probe()
+    finally:
+        server.close()
 
 
 async def test_a_failed_member_is_skipped_while_it_cools_down() -> None:

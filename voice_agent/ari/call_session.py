@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 
 
 #: What a caller hears when the agent's audio path dies mid-call (core sounds).
-MEDIA_LOST_PROMPTS = ("im-sorry", "please-try-call-later")
+#: Asterisk's own sounds for a call the agent cannot go on with: the apology, then,
+#: unless the caller is handed to a person, the goodbye.
+SORRY_PROMPT, CALL_LATER_PROMPT = "im-sorry", "please-try-call-later"
+MEDIA_LOST_PROMPTS = (SORRY_PROMPT, CALL_LATER_PROMPT)
 
 
 class CallSession:
@@ -77,6 +80,7 @@ class CallSession:
         self.dtmf: asyncio.Queue[str] = asyncio.Queue()
         #: Set by the agent to hand the caller to a person: (context, extension).
         self.transfer_to: tuple[str, str] | None = None
+        self.gave_up: str | None = None
         self._work: asyncio.Task[None] | None = None
         self._caller_gone = False
         self.transition(CallState.STARTING)
@@ -150,13 +154,16 @@ class CallSession:
                     self.transition(CallState.LISTENING)
                 if agent is not None:
                     await agent(self)
+                    if self.gave_up is not None:
+                        await self._give_up(self.gave_up)
+                        return
                     if self.transfer_to is not None:
                         await self._transfer(*self.transfer_to)
                         return
                     if self.record.end_reason:  # the agent ended the call (goodbye)
                         return
                     if self.audio is not None and self.audio.connection_lost:
-                        await self._media_lost()
+                        await self._give_up("media connection lost")
                         return
                 await asyncio.Event().wait()  # hold the line until hang-up or the cap
         except TimeoutError:
@@ -164,14 +171,21 @@ class CallSession:
                 raise  # some inner step timed out, not the call's cap
             self.record.end_reason = f"max call length {self._max_seconds:.0f} s reached"
 
-    async def _media_lost(self) -> None:
-        """The agent's audio path died while the caller is on the line: say so and end
-        the call, rather than hold a line on which nobody will ever answer."""
-        self.record.end_reason = "media connection lost"
-        log.error("call %s: media connection lost mid-call; telling the caller and ending",
-                  self.id)
-        for prompt in MEDIA_LOST_PROMPTS:
-            await self.play(prompt)
+    async def _give_up(self, reason: str) -> None:
+        """The agent cannot go on (its audio path died, or it cannot speak at all): say
+        sorry with Asterisk's own sounds, then hand the caller to the person in
+        ``transfer_to`` or end the call, rather than hold a line on which nobody
+        will ever answer."""
+        self.record.end_reason = reason
+        then = "transferring" if self.transfer_to is not None else "ending the call"
+        log.error("call %s: %s; telling the caller with Asterisk's prompts and %s",
+                  self.id, reason, then)
+        await self.play(SORRY_PROMPT)
+        if self.transfer_to is not None:
+            await self._transfer(*self.transfer_to)
+            self.record.end_reason = f"{reason}; {self.record.end_reason}"
+        else:
+            await self.play(CALL_LATER_PROMPT)
 
     async def play(self, prompt: str) -> str:
         """Play an Asterisk sound to the caller and wait for it to finish."""

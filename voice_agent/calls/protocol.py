@@ -21,13 +21,16 @@ class Call(Protocol):
     ``audio``: the call's streamed audio (None when no media is attached);
     ``record``: what happened, for logs and history; ``dtmf``: keys the caller
     pressed, in order; ``transfer_to``: set to (context, extension) to hand the
-    caller to a person when the agent returns.
+    caller to a person when the agent returns; ``gave_up``: set to the reason when
+    the agent cannot go on (it cannot speak at all), so the call says sorry with
+    the PBX's own sounds and goes to ``transfer_to`` or ends.
     """
 
     audio: CallAudio | None
     record: CallRecord
     dtmf: asyncio.Queue[str]
     transfer_to: tuple[str, str] | None
+    gave_up: str | None
 
     @property
     def state(self) -> CallState: ...

@@ -467,8 +467,8 @@ def bench_compare(
 def bench_impaired(
     turns: Annotated[int, typer.Option(help="Questions per tenant and profile.")] = 4,
     profile: Annotated[list[str] | None, typer.Option(
-        help="clean, loss-3pct, jitter-40ms, delay-200ms, outage-2s (repeatable; default "
-        "all). Needs root (iptables).")] = None,
+        help="clean, loss-3pct, jitter-40ms, delay-200ms, outage-2s, flood-10k (repeatable; "
+        "default all). Needs root (iptables).")] = None,
 ) -> None:
     """V2V and word error rate at the phone over an impaired media leg (real packet loss,
     jitter, delay and outages on the agent's RTP port)."""

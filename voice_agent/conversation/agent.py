@@ -549,9 +549,21 @@ class _Call:
         turn: dict[str, Any] = {"apology": True}
         try:
             await self._say(_pieces(APOLOGY), cached=True, turn=turn)
-        except Exception as exc:  # even the cache and TTS failed: at least listen again
-            log.error("call %s: could not apologise: %s", self.record.session_id, exc)
+        except Exception as exc:  # even the cache and TTS failed: nothing can be said
+            self._give_up(f"cannot speak: {exc}")
+            return
         self.call.transition(CallState.LISTENING)
+
+    def _give_up(self, reason: str) -> None:
+        """The agent's voice is gone (a dead TTS with no fallback, the apology never
+        synthesized): a silent line is the worst outcome, so the call goes back to
+        the session, which says sorry with Asterisk's own sounds and hands the
+        caller to the tenant's operator, or ends the call where there is none."""
+        log.error("call %s: %s; handing the call back", self.record.session_id, reason)
+        self.call.gave_up = reason
+        if self.tenant.operator_extension:
+            self.call.transfer_to = (self.tenant.operator_context, self.tenant.operator_extension)
+        self.finished.set()
 
     async def _watchdog(self) -> None:
         """Belt and braces over the per-stage timeouts: a turn that made no progress

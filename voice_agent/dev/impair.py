@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import multiprocessing
 import random
+import socket
 import subprocess
 import threading
 import time
@@ -48,12 +50,16 @@ class Profile:
     jitter_ms: float = 0.0
     #: Length of the dropout :meth:`Impairment.outage` starts, seconds.
     outage_s: float = 0.0
+    #: Junk datagrams a second sent at the port from another process (:class:`Flood`);
+    #: the line itself is left alone.
+    flood_per_s: int = 0
 
     def describe(self) -> str:
         parts = [f"{self.loss:.0%} loss" if self.loss else "",
                  f"{self.delay_ms:.0f} ms delay" if self.delay_ms else "",
                  f"{self.jitter_ms:.0f} ms jitter (reordering)" if self.jitter_ms else "",
-                 f"{self.outage_s:.0f} s outage mid-reply" if self.outage_s else ""]
+                 f"{self.outage_s:.0f} s outage mid-reply" if self.outage_s else "",
+                 f"{self.flood_per_s} junk datagrams/s" if self.flood_per_s else ""]
         return ", ".join(p for p in parts if p) or "clean"
 
 
@@ -63,6 +69,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile("jitter-40ms", jitter_ms=40.0),
     Profile("delay-200ms", delay_ms=200.0),
     Profile("outage-2s", outage_s=2.0),
+    Profile("flood-10k", flood_per_s=10_000),
 )}
 
 
@@ -190,3 +197,41 @@ class Impairment:
 
 def _iptables(*args: str) -> None:
     subprocess.run([IPTABLES, *args], check=True, capture_output=True, timeout=10)
+
+
+def flood(target: tuple[str, int], count: int, seconds: float,
+          stop: threading.Event | None = None, seed: int = 17) -> int:
+    """Send ``count`` junk datagrams (RTP-looking and random) at ``target`` over about
+    ``seconds``, in bursts every 10 ms; returns how many were sent."""
+    rng = random.Random(seed)
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        burst = max(1, count // int(seconds * 100))
+        while sent < count and not (stop and stop.is_set()):
+            for _ in range(min(burst, count - sent)):
+                size = rng.choice((12, 172, rng.randrange(0, 1400)))
+                junk = bytes([0x80, 0]) + rng.randbytes(max(0, size - 2)) if size else b""
+                sock.sendto(junk, target)
+                sent += 1
+            time.sleep(0.01)
+    return sent
+
+
+class Flood:
+    """``with Flood(address, per_second):`` junk at ``address`` from a separate process.
+
+    A separate process, as an attacker is: a flooding thread inside the agent's
+    own process would take its interpreter lock and measure itself.
+    """
+
+    def __init__(self, target: tuple[str, int], per_second: int, *, limit_s: float = 3600) -> None:
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=flood, args=(target, int(per_second * limit_s), limit_s), daemon=True)
+
+    def __enter__(self) -> Flood:
+        self._process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.join(timeout=5)

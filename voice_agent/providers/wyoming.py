@@ -54,6 +54,10 @@ def parse_tcp_url(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+#: A live server describes itself at once; a long transcript deadline (STT_TIMEOUT)
+#: must not hold the service's start when a server accepts and never answers.
+PROBE_TIMEOUT = 5.0
+
 class _WyomingClient:
     """Connection and event plumbing shared by the STT and TTS clients."""
 
@@ -114,7 +118,8 @@ class _WyomingClient:
         async with self._connection() as client:
             await client.write_event(Describe().event())
             while True:
-                event = await self._read(client, self.first_result_timeout, "info")
+                event = await self._read(
+                    client, min(self.first_result_timeout, PROBE_TIMEOUT), "info")
                 if Info.is_type(event.type):
                     return Info.from_event(event)
 

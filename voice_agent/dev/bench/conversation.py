@@ -49,7 +49,7 @@ from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.calls.record import CallRecord, CallState
 from voice_agent.config import Settings
 from voice_agent.dev.bench.media import RESULTS, _git_commit, machine, write_result
-from voice_agent.dev.impair import PROFILES, Impairment
+from voice_agent.dev.impair import PROFILES, Flood, Impairment
 from voice_agent.dev.sim.conversation import Exchange, ScriptedCaller, Step, word_error_rate
 from voice_agent.dev.sim.phone import SimPhone
 from voice_agent.dev.sim.signals import speech
@@ -280,14 +280,22 @@ async def impaired(settings: Settings, turns: int, profiles: list[str],
         async with running_agent(agent_settings) as manager:
             await manager.wait_connected(30)
             assert manager.media is not None and manager.media.rtp_server is not None
-            port = manager.media.rtp_server.local_address[1]
+            rtp = manager.media.rtp_server
+            port = rtp.local_address[1]
             for name in profiles:
                 profile = PROFILES[name]
                 progress(f"--- {name}: {profile.describe()}")
                 seen = _Seen(manager)
-                with Impairment(port, profile, seed=7) as line:
+                clock, before = rtp.clock.stats, vars(rtp.stats).copy()
+                ticks, late = clock.ticks, clock.late
+                with contextlib.ExitStack() as stack:
+                    # a flood profile leaves the line alone (its junk would queue in nfqueue)
+                    line = (None if profile.flood_per_s
+                            else stack.enter_context(Impairment(port, profile, seed=7)))
+                    if profile.flood_per_s:
+                        stack.enter_context(Flood(rtp.local_address, profile.flood_per_s))
                     outages = (asyncio.create_task(_outages_mid_reply(manager, line))
-                               if profile.outage_s else None)
+                               if line is not None and profile.outage_s else None)
                     try:
                         rows = await _interview(settings, turns, stt, seen.record, progress)
                     finally:
@@ -303,14 +311,23 @@ async def impaired(settings: Settings, turns: int, profiles: list[str],
                     "wer_mean": float(np.mean(wer)) if wer else None,
                     "answered": sum(r["v2v_s"] is not None for r in rows), "turns": rows,
                     "errors": [e for r in seen.records for e in r.errors],
-                    "line": {"packets": line.stats.packets, "dropped": line.stats.dropped,
-                             "reordered": line.stats.reordered},
-                    "agent_jitter_buffer": seen.jitter}
+                    "line": None if line is None else {
+                        "packets": line.stats.packets, "dropped": line.stats.dropped,
+                        "reordered": line.stats.reordered},
+                    "agent_jitter_buffer": seen.jitter,
+                    # the shared media clock over the whole profile: the 1 % bound
+                    "agent_clock": {
+                        "ticks": clock.ticks - ticks, "late": clock.late - late,
+                        "late_share": (clock.late - late) / max(1, clock.ticks - ticks)},
+                    "rtp_server": {key: value - before[key]
+                                   for key, value in vars(rtp.stats).items()}}
                 progress(f"{name}: V2V p50 {cells[name]['v2v_s']['p50']}, WER "
-                         f"{cells[name]['wer_mean']}, jitter buffer {seen.jitter}")
+                         f"{cells[name]['wer_mean']}, jitter buffer {seen.jitter}, "
+                         f"late ticks {cells[name]['agent_clock']['late_share']:.2%}")
     return _stamp({"kind": "impaired", "cells": cells, "stack": STACK,
                    "impairment": "iptables NFQUEUE on the agent's RTP port, both ways, "
-                                 "seeded (voice_agent.dev.impair)"}, agent_settings, commit)
+                                 "seeded; flood: junk datagrams from a separate process "
+                                 "(voice_agent.dev.impair)"}, agent_settings, commit)
 
 
 #: Caller levels (dB relative to the espeak-ng voice) and paths ``bench barge-in`` sweeps.
