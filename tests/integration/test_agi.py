@@ -206,7 +206,7 @@ async def test_a_full_audio_disk_sends_the_agi_caller_to_the_operator_with_an_ap
         await eventually(lambda: bool(server.completed), timeout=20,
                          what="AGI session handed over")
         record = server.completed[-1]
-        assert record.end_reason == ("audio directory full: "
+        assert record.end_reason == ("audio directory full; "
                                      "transferred to 9200@voice-agent-operators")
         assert record.errors[0]["stage"] == "audio" and "is full" in record.errors[0]["error"]
         heard = (await whisper.transcribe(ear.audio(start))).text.lower()

@@ -614,7 +614,7 @@ async def test_a_full_audio_directory_gets_an_apology_and_the_operator(
     assert fake.commands[2:] == ['STREAM FILE im-sorry ""', "SET CONTEXT voice-agent-operators",
                                  "SET EXTENSION 9200", "SET PRIORITY 1"]
     record = server.completed[-1]
-    assert record.end_reason == "audio directory full: transferred to 9200@voice-agent-operators"
+    assert record.end_reason == "audio directory full; transferred to 9200@voice-agent-operators"
     (error,) = record.errors
     assert error["stage"] == "audio" and "is full" in error["error"]
     assert not list(host_dir.iterdir())

@@ -43,7 +43,10 @@ def a_call(tenant: str = "metrics-test", reason: str = "agent ended the call") -
     ("agent ended the call", "completed"), ("completed", "completed"),
     ("transferred to 9000@operators", "transferred"), ("caller hung up", "caller_hung_up"),
     ("error: ARI 500", "error"), ("transfer to 9000@x failed: 404", "error"),
-    ("service shutdown", "interrupted"),
+    ("service shutdown", "interrupted"), ("media connection lost", "error"),
+    ("cannot speak: TTS down", "error"), ("audio directory full", "error"),
+    ("cannot speak: TTS down; transferred to 9100@ops", "transferred"),
+    ("audio directory full; transferred to 9100@ops", "transferred"),
 ])
 def test_outcomes(reason: str, outcome: str) -> None:
     assert metrics.outcome(a_call(reason=reason)) == outcome

@@ -156,7 +156,7 @@ class AgiConversation:
         await self.channel.stream_file("im-sorry")
         if self.tenant.operator_extension:
             await self._transfer(self.tenant.operator_context, self.tenant.operator_extension)
-            self.record.end_reason = f"audio directory full: {self.record.end_reason}"
+            self.record.end_reason = f"audio directory full; {self.record.end_reason}"
         else:
             await self.channel.stream_file("please-try-call-later")
             self.record.end_reason = "audio directory full"

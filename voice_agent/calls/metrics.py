@@ -57,12 +57,17 @@ _SPANS = {"stt": ("speech_end", "stt_final"), "reply": ("stt_final", "reply_read
           "response": ("speech_end", "first_audio")}
 
 
+#: End reasons of calls the service could not serve (its own failure, whatever followed).
+GAVE_UP = ("error", "internal error", "transfer", "media connection lost", "cannot speak",
+           "audio directory full")
+
+
 def outcome(record: CallRecord) -> str:
     """completed, transferred, caller_hung_up, interrupted (shutdown) or error."""
     reason = record.end_reason
-    if reason.startswith("transferred"):
-        return "transferred"
-    if reason.startswith(("error", "internal error", "transfer")):
+    if reason.startswith("transferred") or "; transferred to " in reason:
+        return "transferred"  # also a failed call handed to a person ("cannot speak; …")
+    if reason.startswith(GAVE_UP):
         return "error"
     if reason == "service shutdown":
         return "interrupted"
