@@ -4,7 +4,8 @@
 #   host packages: mmdebstrap, sip-tester (sipp), sox, espeak-ng, postgresql (apt; the
 #                  suite tests the call history against a real PostgreSQL server),
 #                  systemd (systemd-analyze checks the shipped unit's hardening),
-#                  iptables (NFQUEUE impairs the media leg: packet loss, jitter, outages)
+#                  iptables (NFQUEUE impairs the media leg: packet loss, jitter, outages),
+#                  chromium (the dashboard is tested in a real headless browser)
 #   Python:        uv (pip), then the locked environment in .venv (uv sync --frozen)
 #   Asterisk:      Debian sid chroot under VOICE_AGENT_ASTERISK_ROOT (first run ≈1 min)
 set -euo pipefail
@@ -19,7 +20,7 @@ fi
 
 missing=()
 for pair in mmdebstrap:mmdebstrap sipp:sip-tester sox:sox espeak-ng:espeak-ng \
-    systemd-analyze:systemd setpriv:util-linux iptables-legacy:iptables; do
+    systemd-analyze:systemd setpriv:util-linux iptables-legacy:iptables chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)

@@ -192,8 +192,11 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Calls older than this are deleted (0: kept for ever).")
     web_host: str = Field("127.0.0.1", description="Address of the metrics web server; "
                           "keep it on loopback unless a proxy guards it.")
-    web_port: int = Field(8090, ge=0, le=65535, description="Port of /metrics (0: no web "
-                          "server).")
+    web_port: int = Field(8090, ge=0, le=65535, description="Port of /metrics and the "
+                          "dashboard (0: no web server).")
+    web_token: SecretStr | None = Field(
+        None, description="Token for the dashboard (Authorization: Bearer, or the login "
+        "form); unset: serve makes a random one and keeps it in DATA_DIR/web-token.")
     agi_web_port: int = Field(8091, ge=0, le=65535, description="Port of the AGI fallback's "
                               "/metrics (0: none); it runs beside `serve`, so not web_port.")
 
@@ -257,6 +260,12 @@ class Settings(BaseSettings):
         if self.agi_audio_host_dir is not None:
             return self.agi_audio_host_dir
         return self.asterisk_root / self.agi_audio_dir.lstrip("/")
+
+    def data_directory(self) -> Path:
+        """``DATA_DIR``, or ~/.local/share/voice-agent; created if missing."""
+        directory = self.data_dir or Path.home() / ".local/share/voice-agent"
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
 
     def ari_secret(self) -> str:
         """The ARI password, read from ``ari_password_file`` when that is set."""

@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -40,6 +39,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     insert,
+    inspect,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -80,9 +80,7 @@ def history_url(settings: Settings) -> str | None:
         return None
     if settings.history_url:
         return settings.history_url
-    directory = settings.data_dir or Path.home() / ".local/share/voice-agent"
-    directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory / 'history.sqlite3'}"
+    return f"sqlite:///{settings.data_directory() / 'history.sqlite3'}"
 
 
 def stored_form(record: CallRecord, entry: str, redact_caller: bool) -> dict[str, Any]:
@@ -99,7 +97,10 @@ def stored_form(record: CallRecord, entry: str, redact_caller: bool) -> dict[str
     detail = {"turns": turns, "barge_ins": record.barge_ins, "errors": record.errors,
               "transitions": [(at, state.value) for at, state in record.transitions],
               "prompts": record.prompts, "dtmf": len(record.dtmf),
-              "channel": record.channel_name}
+              "channel": record.channel_name,
+              # turn and barge-in stamps are monotonic (the media clock's); this maps
+              # them to wall time (taken at the call's end, in the process that ran it)
+              "monotonic_to_wall": time.time() - time.monotonic()}
     return {"session_id": record.session_id, "entry": entry, "tenant": record.tenant or "",
             "caller": "[redacted]" if redact_caller else record.caller,
             "started_at": record.started_at, "answered_at": answered,
@@ -118,12 +119,47 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+class HistoryReader:
+    """Reads stored calls (the dashboard's side); blocking: call it from a thread."""
+
+    def __init__(self, engine: Engine | str) -> None:
+        self._engine = create_engine(engine) if isinstance(engine, str) else engine
+
+    def recent(self, limit: int = 100, *, since: float | None = None, until: float | None = None,
+               **where: str) -> list[dict[str, Any]]:
+        """The latest calls (newest first): column equality, and start time in
+        ``[since, until)`` when given. A table not created yet is an empty history."""
+        query = select(calls).order_by(calls.c.id.desc()).limit(limit)
+        for column, value in where.items():
+            query = query.where(calls.c[column] == value)
+        if since is not None:
+            query = query.where(calls.c.started_at >= since)
+        if until is not None:
+            query = query.where(calls.c.started_at < until)
+        return self._rows(query)
+
+    def get(self, call_id: int) -> dict[str, Any] | None:
+        """One stored call by its row id."""
+        rows = self._rows(select(calls).where(calls.c.id == call_id))
+        return rows[0] if rows else None
+
+    def _rows(self, query: Any) -> list[dict[str, Any]]:
+        if not inspect(self._engine).has_table(calls.name):
+            return []
+        with self._engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
 class CallHistory:
     """Stores ended calls from a writer thread; reads for the dashboard and tests."""
 
     def __init__(self, url: str, tenants: TenantRegistry, retention_days: float = 30.0) -> None:
         self.url = url
         self._engine: Engine = create_engine(url)
+        self._reader = HistoryReader(self._engine)
         self._redact = {tenant.name for tenant in tenants if tenant.redact_caller}
         self._retention = retention_days * 86400
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
@@ -162,11 +198,7 @@ class CallHistory:
 
     def recent(self, limit: int = 100, **where: str) -> list[dict[str, Any]]:
         """The latest calls (newest first), optionally filtered by column equality."""
-        query = select(calls).order_by(calls.c.id.desc()).limit(limit)
-        for column, value in where.items():
-            query = query.where(calls.c[column] == value)
-        with self._engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(query)]
+        return self._reader.recent(limit, **where)
 
     def _run(self) -> None:
         created = False

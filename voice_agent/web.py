@@ -1,11 +1,12 @@
-"""The agent's HTTP side: ``/metrics`` for Prometheus, on loopback by default.
+"""The agent's HTTP side: ``/metrics`` for Prometheus and the dashboard, on loopback
+by default.
 
 aiohttp rather than prometheus-client's own server thread: the dashboard
-(issue 16) will share this port and this event loop, and a server in the loop
-reads the live call state without locks. ``/metrics`` carries no caller data
-(tenants, states and counts only), so it needs no token; keep
-``VOICE_AGENT_WEB_HOST`` on loopback, or put a proxy with access control in
-front, before exposing it.
+(:mod:`voice_agent.dashboard`) shares this port and this event loop, and a
+server in the loop reads the live call state without locks. ``/metrics``
+carries no caller data (tenants, states and counts only), so it needs no token;
+everything else does. Keep ``VOICE_AGENT_WEB_HOST`` on loopback, or put a proxy
+with access control in front, before exposing it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from voice_agent.config import Settings
+from voice_agent.dashboard.views import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +34,17 @@ class WebError(RuntimeError):
 
 
 @contextlib.asynccontextmanager
-async def running_web(settings: Settings) -> AsyncIterator[int | None]:
-    """Serve ``/metrics`` for the block; yields the bound port (``None``: port 0, off)."""
+async def running_web(settings: Settings, dashboard: Dashboard | None = None
+                      ) -> AsyncIterator[int | None]:
+    """Serve ``/metrics`` (and the ``dashboard``) for the block; yields the bound port
+    (``None``: port 0, off)."""
     if settings.web_port == 0:
         yield None
         return
     app = web.Application()
     app.router.add_get("/metrics", _metrics)
+    if dashboard is not None:
+        dashboard.install(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, settings.web_port)
@@ -49,7 +55,8 @@ async def running_web(settings: Settings) -> AsyncIterator[int | None]:
         raise WebError(f"cannot serve metrics on {settings.web_host}:{settings.web_port}: "
                        f"{exc}; set VOICE_AGENT_WEB_PORT (0 turns the web server off)") from exc
     port = runner.addresses[0][1]
-    log.info("metrics on http://%s:%d/metrics", settings.web_host, port)
+    log.info("metrics on http://%s:%d/metrics%s", settings.web_host, port,
+             f", dashboard on http://{settings.web_host}:{port}/" if dashboard else "")
     try:
         yield port
     finally:

@@ -1,6 +1,7 @@
 """Secrets and identity data stay where they belong, on a real call through `serve`.
 
-The ARI password and the model servers' API keys must never appear in the log
+The ARI password, the model servers' API keys and the dashboard's token (made
+by serve, as when unset) must never appear in the log
 (at DEBUG, where libraries print their requests), in the call history, or in
 an error; a healthplus caller's name and birth date must be redacted before
 they reach the history database, checked in the file's bytes, not through SQL.
@@ -18,6 +19,7 @@ from tests.integration.serve_process import serve_process
 from voice_agent.ari.asterisk_ari import AriClient
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk
+from voice_agent.dev.model_servers import free_tcp_port
 from voice_agent.dev.sim.conversation import ScriptedCaller, Step
 from voice_agent.dev.sim.phone import SimPhone
 from voice_agent.providers.stt import WhisperStt
@@ -31,8 +33,10 @@ async def test_no_secret_or_identity_reaches_logs_history_or_errors(
     whisper: WhisperStt, tmp_path: Path,
 ) -> None:
     dead = closed_port_url()
+    # no VOICE_AGENT_WEB_TOKEN: serve makes the dashboard's token, and must not log it
     env = {**os.environ, "VOICE_AGENT_LOG_LEVEL": "DEBUG", "VOICE_AGENT_DATA_DIR": str(tmp_path),
-           "VOICE_AGENT_WEB_PORT": "0", "VOICE_AGENT_LLM_MODEL": "any"}
+           "VOICE_AGENT_WEB_PORT": str(free_tcp_port()), "VOICE_AGENT_LLM_MODEL": "any"}
+    env.pop("VOICE_AGENT_WEB_TOKEN", None)
     for kind, key in KEYS.items():
         env |= {f"VOICE_AGENT_{kind}_URL": dead, f"VOICE_AGENT_{kind}_API_KEY": key}
     async with serve_process(env, "--agent", "conversation", "--drain-seconds", "1") as serve:
@@ -55,7 +59,9 @@ async def test_no_secret_or_identity_reaches_logs_history_or_errors(
     assert where in log, "the dead servers' errors were logged (the leak paths ran)"
     stored = _history_bytes(tmp_path)
     assert b"healthplus" in stored, "the call was stored"
-    secrets = [settings.ari_secret(), *KEYS.values()]
+    token = (tmp_path / "web-token").read_text().strip()
+    assert serve.logged(f"made a dashboard token; it is in {tmp_path / 'web-token'}")
+    secrets = [settings.ari_secret(), *KEYS.values(), token]
     for secret in secrets:
         assert secret.encode() not in log, f"{secret!r} is in the log"
         assert secret.encode() not in stored, f"{secret!r} is in the call history"

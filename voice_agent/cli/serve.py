@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from voice_agent.ari import media_stats
 from voice_agent.ari.ari_session_manager import SessionManager
 from voice_agent.ari.asterisk_ari import AriError
 from voice_agent.cli.common import app, console, fail, settings_from_env
+from voice_agent.dashboard.views import for_service, token_path
 from voice_agent.history import call_history
 from voice_agent.service import running_agent
 from voice_agent.tenants import TenantFileError, TenantRegistry
@@ -52,8 +54,14 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running_web(settings), \
+        managers: list[SessionManager] = []  # the dashboard's live calls, once the agent runs
+        dashboard, made = for_service(settings, TenantRegistry.load(), lambda: [
+            session.record for manager in managers for session in manager.sessions.values()])
+        if made:
+            _show_new_token(dashboard.token, token_path(settings))
+        async with running_web(settings, dashboard), \
                 running_agent(settings, drain_seconds=drain_seconds) as manager:
+            managers.append(manager)
             with contextlib.suppress(AriError):
                 await manager.wait_connected(settings.request_timeout)
             if manager.ari.connected.is_set():
@@ -77,6 +85,15 @@ def serve(
         uvloop.run(main())
     except (AriError, WebError, TenantFileError) as exc:
         raise fail(str(exc), 2) from exc
+
+
+def _show_new_token(token: str, path: Path) -> None:
+    """A token made at this start: on a terminal, shown once; in a log, never (only
+    where it is kept)."""
+    if sys.stdout.isatty():
+        console.print(f"dashboard token (new, kept in {path}): {token}", markup=False)
+    else:
+        logging.info("made a dashboard token; it is in %s", path)
 
 
 async def _notify_when_connected(manager: SessionManager) -> None:

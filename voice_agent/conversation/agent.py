@@ -446,6 +446,7 @@ class _Call:
     async def _answer(self, utterance: SpeechEnd, speech_end: float,
                       early: asyncio.Task[Transcript] | None) -> None:
         turn: dict[str, Any] = {
+            "speech_start": speech_end - len(utterance.audio) / INTERNAL_RATE,
             "speech_end": speech_end, "speculative": early is not None,
             "turn_end": self.turn_end.value if early else "silence",
             "end_of_turn_s": (utterance.detected_frame - utterance.end_frame + 1) * FRAME_SECONDS}
@@ -473,7 +474,10 @@ class _Call:
         if self.llm is not None and "dtmf" not in turn and said:  # keys, "what?": the engine
             turn["llm"] = True
             self.stage = "llm"
-            await self._say(self.llm.reply(self.state, said), cached=False, turn=turn)
+            try:
+                await self._say(self.llm.reply(self.state, said), cached=False, turn=turn)
+            finally:
+                turn["tools"] = list(self.llm.tools_called)
             return
         self.stage = "dialog"
         reply = await asyncio.to_thread(self.engine.reply, self.state, said)

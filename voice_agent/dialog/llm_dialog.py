@@ -59,6 +59,8 @@ class LlmDialog:
         self.max_tool_rounds = max_tool_rounds
         self.today = today
         self.tools = TOOL_SPECS.get(tenant.name, ())
+        #: The tools the last reply called, "name -> ok|error" (for the call record).
+        self.tools_called: list[str] = []
 
     def system_prompt(self) -> str:
         rules = "".join(f"\n- {rule}" for rule in self.tenant.rules)
@@ -84,6 +86,7 @@ class LlmDialog:
         Updates ``state`` (history, last reply) once the reply is complete.
         """
         messages = self.messages(state, said)
+        self.tools_called = []
         spoken: list[str] = []
         try:
             for _ in range(self.max_tool_rounds + 1):
@@ -107,8 +110,10 @@ class LlmDialog:
                     result = await asyncio.to_thread(run_tool, self.db, call.name,
                                                      call.arguments, state.caller_id,
                                                      self.today())
+                    outcome = "error" if "error" in result else "ok"
                     log.info("%s tool %s(%s) -> %s", self.tenant.name, call.name,
-                             sorted(call.arguments), "error" if "error" in result else "ok")
+                             sorted(call.arguments), outcome)
+                    self.tools_called.append(f"{call.name} -> {outcome}")
                     messages.append(ChatMessage("tool", json.dumps(result),
                                                 tool_call_id=call.id))
         except ProviderError as exc:
