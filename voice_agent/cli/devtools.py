@@ -555,6 +555,19 @@ def bench_fuzz(
         raise typer.Exit(1)
 
 
+@bench_app.command("dashboard")
+def bench_dashboard(
+    calls: Annotated[int, typer.Option(min=1, help="Synthetic calls stored first.")] = 10_000,
+    requests: Annotated[int, typer.Option(min=1, help="Call pages fetched (other pages "
+                                          "fewer).")] = 100,
+) -> None:
+    """Dashboard page times over a large call history; writes bench/results/dashboard.json."""
+    from voice_agent.dev.bench import dashboard
+
+    result = asyncio.run(dashboard.run(calls, requests, progress=lambda m: console.print(f"  {m}")))
+    console.print(f"→ {dashboard.save(result)}")
+
+
 @bench_app.command("micro")
 def bench_micro(
     what: Annotated[list[str] | None, typer.Argument(

@@ -1,0 +1,133 @@
+"""``bench dashboard``: how fast the dashboard's pages render over a large history.
+
+Stores ``calls`` synthetic calls (six turns each, with barge-ins and stage
+stamps, spread over 30 days and the three tenants) in a SQLite history through
+the real writer, serves the real dashboard on a loopback port, and times each
+page from an HTTP client, ``requests`` times each: a call's page (random calls),
+the history's first page unfiltered and filtered, and the latency page. The
+target (issue 16): a call page in < 300 ms with 10 000 stored calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from voice_agent.calls.record import CallRecord, CallState
+from voice_agent.config import Settings
+from voice_agent.dashboard.views import Dashboard
+from voice_agent.dev.bench.media import RESULTS, _git_commit, machine
+from voice_agent.dev.model_servers import free_tcp_port
+from voice_agent.history import CallHistory, HistoryReader
+from voice_agent.tenants import TenantRegistry
+from voice_agent.web import running_web
+
+TOKEN = "bench"
+TARGET_CALL_PAGE_S = 0.3
+
+
+def synthetic_call(rng: random.Random, tenant: str, started_at: float) -> CallRecord:
+    """A plausible six-turn call: greeting, turns with stage stamps, one barge-in."""
+    record = CallRecord(session_id=f"bench-{rng.getrandbits(48):x}", channel_id="c",
+                        channel_name="PJSIP/bench", caller=f"+1555{rng.randrange(10**7):07d}",
+                        tenant=tenant, end_reason=rng.choice(
+                            ["agent ended the call", "caller hung up",
+                             "transferred to 9100@voice-agent-operators"]))
+    record.started_at = started_at
+    mono = time.monotonic() - 600
+    record.transitions += [(started_at, CallState.STARTING), (started_at + 0.3, CallState.GREETING),
+                           (started_at + 3.0, CallState.LISTENING)]
+    at = 4.0
+    for index in range(6):
+        said = rng.uniform(1.0, 3.0)
+        response = rng.uniform(0.4, 1.4)
+        record.turns.append({
+            "speech_start": mono + at, "speech_end": mono + at + said, "end_of_turn_s": 0.2,
+            "stt_final": mono + at + said + 0.25, "reply_ready": mono + at + said + 0.26,
+            "first_audio": mono + at + said + response, "played": mono + at + said + response + 3,
+            "heard": f"where is my order {rng.randrange(10**5):05d} please ({index})",
+            "reply": "Order 1 2 3 4 5, your AeroBook 14 laptop, has shipped and should "
+                     "arrive on Thursday.", "turn_end": "complete", "intent": "order_status"})
+        at += said + response + 3.5
+    record.barge_ins.append({"onset": mono + 10.0, "stopped": mono + 10.1})
+    record.ended_at = started_at + at + 1
+    return record
+
+
+def _fill(url: str, calls: int, progress: Callable[[str], None]) -> None:
+    tenants = TenantRegistry.load()
+    rng = random.Random(7)
+    now = time.time()
+    history = CallHistory(url, tenants, retention_days=0)
+    for index in range(calls):
+        history.submit(synthetic_call(rng, rng.choice(tenants.names),
+                                      now - rng.uniform(0, 30 * 86400)), "ari")
+        if index % 2000 == 1999:
+            progress(f"queued {index + 1} calls")
+    history.close(timeout=600)
+    progress(f"stored {history.stored} calls")
+
+
+async def _time(http: httpx.AsyncClient, paths: list[str]) -> dict[str, Any]:
+    seconds = []
+    for path in paths:
+        started = time.perf_counter()
+        response = await http.get(path)
+        response.raise_for_status()
+        seconds.append(time.perf_counter() - started)
+    values = np.array(seconds)
+    return {"requests": len(seconds), "p50_s": float(np.percentile(values, 50)),
+            "p95_s": float(np.percentile(values, 95)), "max_s": float(values.max())}
+
+
+async def run(calls: int, requests: int, progress: Callable[[str], None] = print
+              ) -> dict[str, Any]:
+    commit = _git_commit()
+    with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'history.sqlite3'}"
+        await asyncio.to_thread(_fill, url, calls, progress)
+        reader = HistoryReader(url)
+        ids = [row["id"] for row in reader.recent(calls)]
+        dashboard = Dashboard(token=TOKEN, tenants=TenantRegistry.load(), live=list,
+                              history=reader)
+        settings = Settings(_env_file=None, web_port=free_tcp_port())
+        async with running_web(settings, dashboard) as port, httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=60,
+                headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            rng = random.Random(3)
+            pages = {
+                "call_page": [f"/calls/{rng.choice(ids)}" for _ in range(requests)],
+                "history_page": ["/calls"] * max(1, requests // 5),
+                "history_filtered": ["/calls?tenant=healthplus&outcome=caller_hung_up"]
+                * max(1, requests // 5),
+                "latency_page": ["/latency"] * max(1, requests // 20),
+            }
+            figures = {}
+            for name, paths in pages.items():
+                figures[name] = await _time(http, paths)
+                progress(f"{name}: p50 {figures[name]['p50_s'] * 1000:.0f} ms, "
+                         f"p95 {figures[name]['p95_s'] * 1000:.0f} ms")
+        reader.close()
+    return {"kind": "dashboard", "stored_calls": calls, "pages": figures,
+            "target": {"call_page_s": TARGET_CALL_PAGE_S},
+            "meets_target": figures["call_page"]["p95_s"] < TARGET_CALL_PAGE_S,
+            "database": "sqlite (the default)", "commit": commit, "machine": machine(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
+    """``dashboard.json`` (no plot: four numbers a page)."""
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / "dashboard.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path
