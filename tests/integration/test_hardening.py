@@ -42,11 +42,12 @@ from voice_agent.tenants import TenantRegistry
 
 DYNAMIC_UID = 61184  # systemd's DynamicUser range starts at 61184
 MEMORY_CGROUP = Path("/sys/fs/cgroup/memory")
+PROJECT = Path(__file__).resolve().parents[2]
 
 # Runs as root in a new mount namespace, then drops to the dynamic user.
 SANDBOX = r"""
 set -eu
-state="$1" cgroup="$2" memory="$3"; shift 3
+state="$1" cgroup="$2" memory="$3" project="$4" hold="$5"; shift 5
 if [ -n "$cgroup" ]; then
   mkdir -p "$cgroup"
   echo "$memory" > "$cgroup/memory.limit_in_bytes"
@@ -54,8 +55,12 @@ if [ -n "$cgroup" ]; then
 fi
 mount --make-rprivate /
 mount --bind "$state" "$state"            # StateDirectory: the one writable place
+case "$project" in /tmp/*) mount --bind "$project" "$hold";; esac
 mount -o remount,bind,ro /                # ProtectSystem=strict
 mount -t tmpfs -o mode=1777 tmpfs /tmp    # PrivateTmp
+case "$project" in /tmp/*)                # a checkout under /tmp (a CI clone) stays
+  mkdir -p "$project"; mount --bind "$hold" "$project"; mount -o remount,bind,ro "$project";;
+esac
 exec setpriv --reuid="$UID_" --regid="$UID_" --clear-groups --no-new-privs \
   --inh-caps=-all --bounding-set=-all "$@"
 """
@@ -77,6 +82,7 @@ def state_dir() -> Iterator[Path]:
     path.chmod(0o700)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(path.parent / f"{path.name}-project", ignore_errors=True)
 
 
 async def test_a_call_works_under_the_units_restrictions(
@@ -95,8 +101,12 @@ async def test_a_call_works_under_the_units_restrictions(
            "VOICE_AGENT_DATA_DIR": str(state_dir), "NOTIFY_SOCKET": str(state_dir / "notify"),
            "VOICE_AGENT_WEB_PORT": str(free_tcp_port()), "VOICE_AGENT_LOG_LEVEL": "INFO",
            "VOICE_AGENT_MEDIA_TRANSPORT": "rtp"}
+    # the unit runs the program from /opt; a checkout under /tmp (a CI clone) is mounted
+    # back over the private /tmp, read-only, through a mount point outside it
     wrapper = ("unshare", "--mount", "sh", "-c", SANDBOX, "sandbox", str(state_dir),
-               str(cgroup or ""), str(_bytes(unit["MemoryMax"][0])))
+               str(cgroup or ""), str(_bytes(unit["MemoryMax"][0])), str(PROJECT),
+               str(state_dir.parent / f"{state_dir.name}-project"))
+    (state_dir.parent / f"{state_dir.name}-project").mkdir()
     loop = asyncio.get_running_loop()
     tenant = TenantRegistry.load().resolve(["techstore"])
     try:
