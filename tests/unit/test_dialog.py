@@ -120,7 +120,13 @@ def test_speakable_dates_and_times() -> None:
      ("born on 03/04/1985", "1985", "born on"),
      ("call me on 555-123-4567", "4567", "call me on"),
      ("my number is +1 (555) 010-0123", "010", "my number is"),
-     ("five five five one two three four five six seven", "five", "")],
+     ("five five five one two three four five six seven", "five", ""),
+     # a birth date heard without "date of birth" (the words misheard, the date not)
+     ("my name is I'm working before I'm July 1980.", "july", "I'm"),
+     ("it's the fourth of July nineteen eighty", "july", "it's"),
+     ("March 3rd, nineteen eighty four", "eighty", ""),
+     ("I was born in two thousand and five", "thousand", "I was"),
+     ("that's 1975", "1975", "that's")],
 )
 def test_redact_removes_identity(text: str, secret: str, kept: str) -> None:
     cleaned = redact(text)
@@ -130,6 +136,9 @@ def test_redact_removes_identity(text: str, secret: str, kept: str) -> None:
 
 def test_redact_keeps_order_numbers_and_plain_text() -> None:
     assert redact("order 12345 please") == "order 12345 please"
+    # appointment dates (no year, or this year) are not identity
+    assert redact("next Monday at 3 PM, December 3rd") == "next Monday at 3 PM, December 3rd"
+    assert redact("on July 4th 2026 please") == "on July 4th 2026 please"
     assert redact("order one two three four five") == "order one two three four five"
 
 
