@@ -97,7 +97,7 @@ def stored_form(record: CallRecord, entry: str, redact_caller: bool) -> dict[str
     detail = {"turns": turns, "barge_ins": record.barge_ins, "errors": record.errors,
               "transitions": [(at, state.value) for at, state in record.transitions],
               "prompts": record.prompts, "dtmf": len(record.dtmf),
-              "channel": record.channel_name,
+              "channel": record.channel_name, "number": record.number,
               # turn and barge-in stamps are monotonic (the media clock's); this maps
               # them to wall time (taken at the call's end, in the process that ran it)
               "monotonic_to_wall": time.time() - time.monotonic()}
@@ -126,10 +126,13 @@ class HistoryReader:
         self._engine = create_engine(engine) if isinstance(engine, str) else engine
 
     def recent(self, limit: int = 100, *, since: float | None = None, until: float | None = None,
-               **where: str) -> list[dict[str, Any]]:
-        """The latest calls (newest first): column equality, and start time in
+               number: str | None = None, **where: str) -> list[dict[str, Any]]:
+        """The latest calls (newest first): column equality, the dialled ``number`` (kept
+        in the detail, so older databases need no new column), and start time in
         ``[since, until)`` when given. A table not created yet is an empty history."""
         query = select(calls).order_by(calls.c.id.desc()).limit(limit)
+        if number:
+            query = query.where(calls.c.detail["number"].as_string() == number)
         for column, value in where.items():
             query = query.where(calls.c[column] == value)
         if since is not None:

@@ -103,7 +103,7 @@ async def test_the_dashboard_shows_a_real_call_live_and_afterwards(
         turns = [t for t in detail["turns"] if "reply" in t and "speech_end" in t]
         assert turns and "shipped" in turns[-1]["reply"], turns
 
-        await page.goto(base + "/calls?tenant=techstore")
+        await page.goto(base + "/calls?tenant=techstore&number=18005551234")
         listed = await page.inner_text(f"tr[data-id='{row['id']}']")
         assert "techstore" in listed and str(row["outcome"]) in listed
         await page.screenshot(path=SHOTS / "calls.png")
@@ -111,6 +111,7 @@ async def test_the_dashboard_shows_a_real_call_live_and_afterwards(
         await page.click(f"a[href='/calls/{row['id']}']")
         await page.wait_for_url(f"{base}/calls/{row['id']}")
         assert await page.inner_text("#session") == row["session_id"]
+        assert await page.inner_text("#number") == detail["number"] == "18005551234"
         assert await page.inner_text("#end-reason") == row["end_reason"]
         heard = await page.locator("#turns td.heard").all_inner_texts()
         replies = await page.locator("#turns td.reply").all_inner_texts()

@@ -33,7 +33,8 @@ def a_call(tenant: str = "techstore", reason: str = "agent ended the call",
     """A call with a greeting, one answered turn and a barge-in on the media clock."""
     record = CallRecord(session_id=f"s{time.monotonic_ns()}", channel_id="c",
                         channel_name="PJSIP/x-1", caller="+15551234567", tenant=tenant,
-                        end_reason=reason)
+                        end_reason=reason, number={"techstore": "18005551234",
+                                                   "edulearn": "18005559999"}.get(tenant, "100"))
     if started_at is not None:
         record.started_at = started_at
     t0, m0 = record.started_at, time.monotonic()  # wall and media clock at the start
@@ -149,8 +150,9 @@ async def test_live_calls_show_state_and_hide_a_redacting_tenants_caller(
     techstore, healthplus = a_call(), a_call("healthplus")
     c = await client(live=[techstore, healthplus])
     calls = (await (await c.get("/api/live", headers=BEARER)).json())["calls"]
-    assert [(x["tenant"], x["state"], x["caller"]) for x in calls] == [
-        ("techstore", "listening", "+15551234567"), ("healthplus", "listening", "[redacted]")]
+    assert [(x["tenant"], x["number"], x["state"], x["caller"]) for x in calls] == [
+        ("techstore", "18005551234", "listening", "+15551234567"),
+        ("healthplus", "100", "listening", "[redacted]")]
     page = await (await c.get("/", headers=BEARER)).text()
     assert "+15551234567" in page and page.count("listening") == 2
 
@@ -169,10 +171,11 @@ async def test_history_search_filters_and_refuses_bad_input(
     assert await ids("?tenant=edulearn") == 1
     assert await ids("?outcome=caller_hung_up") == 1
     assert await ids("?caller=%2B15551234567&tenant=techstore") == 2
+    assert await ids("?number=18005559999") == 1
     day = time.strftime("%Y-%m-%d", time.gmtime(old.started_at))
     assert await ids(f"?date={day}") == 1
     for bad, says in (("?date=yesterday", "not YYYY-MM-DD"), ("?tenant=acme", "unknown tenant"),
-                      ("?outcome=won", "unknown outcome")):
+                      ("?outcome=won", "unknown outcome"), ("?number=1800'--", "digits")):
         response = await c.get(f"/calls{bad}", headers=BEARER)
         assert response.status == 400 and says in await response.text(), bad
 

@@ -139,6 +139,8 @@ def stasis_start(
             "name": name or f"PJSIP/test-caller-{channel_id}",
             "state": "Ring",
             "caller": {"name": "", "number": number},
+            "dialplan": {"context": "voice-agent-ari", "exten": "18005551234", "priority": 2,
+                         "app_name": "Stasis", "app_data": "voice_agent,techstore"},
         },
     }
 
@@ -232,7 +234,7 @@ async def test_known_tenant_call_is_set_up(manager: SessionManager, fake: FakeAr
     record = session.record
     assert record.states == [CallState.STARTING, CallState.GREETING, CallState.LISTENING]
     assert record.tenant == "techstore"
-    assert record.caller == "555"
+    assert record.caller == "555" and record.number == "18005551234"  # who, and what they dialled
     assert record.channel_name == "PJSIP/test-caller-c1"
     assert record.bridges == [bridge_id]
     assert record.prompts == [("hello-world", "done")]

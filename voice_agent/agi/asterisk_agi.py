@@ -53,6 +53,7 @@ class AgiSession:
             channel_name=request.get("channel"),
             caller=request.caller,
             tenant=tenant.name,
+            number=request.get("extension") or "",
         )
         self.files = directory.for_call(self.id)
         self.conversation = AgiConversation(services, tenant, channel, self.record,

@@ -68,6 +68,7 @@ class CallSession:
             channel_name=channel.get("name", ""),
             caller=(channel.get("caller") or {}).get("number", ""),
             tenant=tenant.name,
+            number=_dialled(channel),
         )
         self._ari = ari
         self._playbacks = playbacks
@@ -231,3 +232,10 @@ class CallSession:
             pass
         except AriError as exc:
             log.warning("cleanup step failed: %s", exc)
+
+
+def _dialled(channel: dict[str, Any]) -> str:
+    """The extension the channel was in when it entered Stasis (the dialled number)."""
+    dialplan = channel.get("dialplan")
+    exten = dialplan.get("exten") if isinstance(dialplan, dict) else None
+    return exten if isinstance(exten, str) else ""

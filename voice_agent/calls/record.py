@@ -39,6 +39,8 @@ class CallRecord:
     channel_name: str
     caller: str
     tenant: str
+    #: The number the caller dialled (the extension that routed them here).
+    number: str = ""
     started_at: float = field(default_factory=time.time)
     transitions: list[tuple[float, CallState]] = field(default_factory=list)
     dtmf: list[tuple[float, str]] = field(default_factory=list)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,6 +25,8 @@ from voice_agent.dashboard import auth, timeline
 from voice_agent.history import HistoryReader, history_url
 from voice_agent.tenants import TenantRegistry
 
+#: What a dialled number may look like (an extension or an E.164 number).
+NUMBER = re.compile(r"[0-9+*#]{1,32}")
 OUTCOMES = ("completed", "transferred", "caller_hung_up", "interrupted", "error")
 #: Calls a history page lists, and calls the latency page reads per tenant.
 PAGE_CALLS = 200
@@ -81,7 +84,7 @@ class Dashboard:
 
     def live_calls(self) -> list[dict[str, Any]]:
         now = self.clock()
-        return [{"session_id": r.session_id, "tenant": r.tenant,
+        return [{"session_id": r.session_id, "tenant": r.tenant, "number": r.number,
                  "caller": "[redacted]" if r.tenant in self._redact else r.caller,
                  "state": r.transitions[-1][1].value if r.transitions else "starting",
                  "duration_s": round(now - r.started_at, 1),
@@ -99,7 +102,7 @@ class Dashboard:
     async def calls_page(self, request: web.Request) -> web.Response:
         query = _search(request, [t.name for t in self.tenants])
         rows = await self._read(lambda h: h.recent(PAGE_CALLS, **query.where, since=query.since,
-                                                   until=query.until))
+                                                   until=query.until, number=query.number))
         return _page("calls.html", rows=rows, form=query.form, tenants=self.tenants.names,
                      outcomes=OUTCOMES, history_on=self.history is not None, limit=PAGE_CALLS)
 
@@ -164,6 +167,7 @@ class _Search:
         self.where: dict[str, str] = {}
         self.since: float | None = None
         self.until: float | None = None
+        self.number: str | None = None
         self.form: dict[str, str] = {}
 
 
@@ -171,16 +175,18 @@ def _search(request: web.Request, tenants: list[str]) -> _Search:
     """The history filters from the query string; a malformed one is a 400 that says why."""
     search = _Search()
     query = request.query
-    search.form = {key: query.get(key, "").strip() for key in ("tenant", "caller", "outcome",
-                                                               "date")}
-    tenant, caller, outcome, day = (search.form[k] for k in ("tenant", "caller", "outcome",
-                                                             "date"))
+    fields = ("tenant", "number", "caller", "outcome", "date")
+    search.form = {key: query.get(key, "").strip() for key in fields}
+    tenant, number, caller, outcome, day = (search.form[k] for k in fields)
     if tenant and tenant not in tenants:
         raise web.HTTPBadRequest(text=f"unknown tenant {tenant!r}; known: {', '.join(tenants)}")
     if outcome and outcome not in OUTCOMES:
         raise web.HTTPBadRequest(text=f"unknown outcome {outcome!r}; known: {', '.join(OUTCOMES)}")
     if len(caller) > 64:
         raise web.HTTPBadRequest(text="caller: at most 64 characters")
+    if number and not NUMBER.fullmatch(number):
+        raise web.HTTPBadRequest(text=f"number {number!r}: digits, + * # only, at most 32")
+    search.number = number or None
     if day:
         try:
             start = datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.UTC)

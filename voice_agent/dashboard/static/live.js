@@ -18,7 +18,8 @@
       body.replaceChildren();
       for (const call of data.calls) {
         const row = document.createElement("tr");
-        cell(row, call.session_id); cell(row, call.tenant); cell(row, call.caller);
+        cell(row, call.session_id); cell(row, call.tenant); cell(row, call.number);
+        cell(row, call.caller);
         cell(row, call.state, "state"); cell(row, call.duration_s + " s"); cell(row, call.turns);
         body.appendChild(row);
       }
@@ -26,7 +27,7 @@
         const row = document.createElement("tr");
         row.className = "empty";
         const td = document.createElement("td");
-        td.colSpan = 6; td.textContent = "No calls right now.";
+        td.colSpan = 7; td.textContent = "No calls right now.";
         row.appendChild(td); body.appendChild(row);
       }
       count.textContent = data.calls.length;
