@@ -34,6 +34,7 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -382,6 +383,9 @@ async def run(settings: Settings, calls: int, seconds: float, models: str,
                 1, calls)
             result["agent_rss_idle_mb"] = rss_idle / 2**20
         result["leaks_at_end"] = await _leftovers(settings, stats_file)
+    if profile := os.environ.get("VOICE_AGENT_BENCH_PROFILE"):  # written as the agent exited
+        result["profiled"] = True  # slowed by cProfile: timing figures are not comparable
+        result["profile_share_pct"] = profile_shares(Path(profile))
     result.update(
         models=fake_models.LABEL if models == "fake" else
         "embedded (silero VAD, whisper tiny.en, rule engine, piper joe-medium)",
@@ -492,6 +496,27 @@ async def _leftovers(settings: Settings, stats_file: Path) -> dict[str, Any]:
             "agent_fds": last.get("fds")}
 
 
+#: Where the agent's time goes, by the files it is spent in (issue 16: metrics and
+#: records must cost < 1 % of a core at 50 calls).
+PROFILE_GROUPS = {
+    "metrics": ("voice_agent/calls/metrics.py", "prometheus_client/"),
+    "records_and_history": ("voice_agent/history.py", "sqlalchemy/", "voice_agent/calls/record.py",
+                            "voice_agent/calls/log_context.py"),
+    "web_server": ("aiohttp/web",),
+}
+
+
+def profile_shares(path: Path) -> dict[str, float]:
+    """Each group's share of the agent's own time (cProfile tottime, its main thread)."""
+    import pstats
+
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in stats.values()) or 1.0
+    return {group: 100 * sum(entry[2] for (file, _, _), entry in stats.items()
+                             if any(part in file for part in parts)) / total
+            for group, parts in PROFILE_GROUPS.items()}
+
+
 def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     """``load-<models>-<N>[-soak].json`` and a PNG: V2V distribution and the soak series."""
     import matplotlib
@@ -499,7 +524,8 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stem = f"load-{result['models_mode']}-{result['calls']}" + ("-soak" if result["soak"] else "")
+    stem = (f"load-{result['models_mode']}-{result['calls']}" + ("-soak" if result["soak"] else "")
+            + ("-profiled" if result.get("profiled") else ""))
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     v2v = result.pop("_v2v")
     stops = result.pop("_stops")
@@ -544,7 +570,7 @@ def summary(results: Path = RESULTS) -> str:
     rows = []
     for path in sorted(results.glob("load-*.json")):
         result = json.loads(path.read_text())
-        if result.get("soak"):
+        if result.get("soak") or result.get("profiled"):
             continue
         cells = []
         for _, key, fmt in SUMMARY_COLUMNS:
