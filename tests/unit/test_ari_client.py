@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -300,3 +301,36 @@ def test_bad_events_accumulate() -> None:
 )
 def test_events_url(base: str, url: str) -> None:
     assert _events_url(base) == url
+
+
+async def test_a_refused_connection_is_tried_again_so_a_short_flap_is_ridden_out() -> None:
+    """Nothing listens on the port for 0.3 s (Asterisk's HTTP restarting): the request
+    still succeeds. A refused connect never reached Asterisk, so even a POST may retry."""
+    from aiohttp import web
+
+    from voice_agent.dev.model_servers import free_tcp_port
+
+    port = free_tcp_port()
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.method)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/ari/channels/c1/answer", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+
+    async def start_late() -> None:
+        await asyncio.sleep(0.3)
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    late = asyncio.create_task(start_late())
+    try:
+        async with AriClient(f"http://127.0.0.1:{port}", "u", "p", "voice_agent") as client:
+            await client.answer("c1")
+        assert seen == ["POST"]  # once: the refused attempts never arrived
+    finally:
+        await late
+        await runner.cleanup()
