@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 
 
 
-#: What a caller hears when the agent's audio path dies mid-call (core sounds).
-#: Asterisk's own sounds for a call the agent cannot go on with: the apology, then,
-#: unless the caller is handed to a person, the goodbye.
+#: Asterisk's own sounds (they need neither our media path nor our TTS) for a call the
+#: agent cannot go on with: the apology, then, unless a person takes over, the goodbye.
 SORRY_PROMPT, CALL_LATER_PROMPT = "im-sorry", "please-try-call-later"
+#: What a caller hears when the agent's audio path dies mid-call.
 MEDIA_LOST_PROMPTS = (SORRY_PROMPT, CALL_LATER_PROMPT)
 
 
@@ -81,6 +81,7 @@ class CallSession:
         self.dtmf: asyncio.Queue[str] = asyncio.Queue()
         #: Set by the agent to hand the caller to a person: (context, extension).
         self.transfer_to: tuple[str, str] | None = None
+        #: Set by the agent when it cannot go on (why): see :meth:`_give_up`.
         self.gave_up: str | None = None
         self._work: asyncio.Task[None] | None = None
         self._caller_gone = False
