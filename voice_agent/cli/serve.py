@@ -55,10 +55,12 @@ def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         managers: list[SessionManager] = []  # the dashboard's live calls, once the agent runs
-        dashboard, made = for_service(settings, TenantRegistry.load(), lambda: [
-            session.record for manager in managers for session in manager.sessions.values()])
-        if made:
-            _show_new_token(dashboard.token, token_path(settings))
+        dashboard = None
+        if settings.web_port:  # port 0: no web server, so no dashboard and no token
+            dashboard, made = for_service(settings, TenantRegistry.load(), lambda: [
+                session.record for manager in managers for session in manager.sessions.values()])
+            if made:
+                _show_new_token(dashboard.token, token_path(settings))
         async with running_web(settings, dashboard), \
                 running_agent(settings, drain_seconds=drain_seconds) as manager:
             managers.append(manager)
