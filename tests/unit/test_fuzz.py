@@ -66,5 +66,6 @@ def test_a_run_of_some_parsers_is_merged_into_the_file_of_the_same_count(tmp_pat
     merged = json.loads((tmp_path / "fuzz.json").read_text())
     assert set(merged["parsers"]) == {"rtp", "agi_reply", "ari_event"}
     assert merged["parsers"]["agi_reply"]["examples"] == 20 and merged["seed"] == 2
+    assert merged["parsers"]["rtp"]["commit"] == merged["commit"]  # each entry keeps its own
     fuzz.save(fuzz.run(10, ["ari_event"], **quiet), tmp_path)  # another count: a new file
     assert set(json.loads((tmp_path / "fuzz.json").read_text())["parsers"]) == {"ari_event"}

@@ -291,7 +291,9 @@ def save(result: dict[str, Any], results: Path = RESULTS) -> Path:
     with contextlib.suppress(OSError, ValueError):
         previous = json.loads(path.read_text())
         if previous.get("examples_per_parser") == result["examples_per_parser"]:
-            parsers = {**previous["parsers"], **result["parsers"]}
+            kept = {name: {"commit": previous.get("commit"), "date": previous.get("date")} | entry
+                    for name, entry in previous["parsers"].items()}  # an older file's stamps
+            parsers = {**kept, **result["parsers"]}
             result = result | {"parsers": parsers,
                                "failures": sum(e["failures"] for e in parsers.values())}
     path.write_text(json.dumps(result, indent=2))
