@@ -119,11 +119,11 @@ class Dashboard:
         for tenant in self.tenants.names:
             # reading and building the timelines both run on the thread: thousands of
             # rows would hold the event loop (and every call's audio) for a second
-            histograms[tenant] = await asyncio.to_thread(self._histogram, tenant)
+            histograms[tenant] = await asyncio.to_thread(self._tenant_histogram, tenant)
         return _page("latency.html", histograms=histograms, bins=BINS,
                      history_on=self.history is not None)
 
-    def _histogram(self, tenant: str) -> dict[str, Any]:
+    def _tenant_histogram(self, tenant: str) -> dict[str, Any]:
         rows = self.history.recent(LATENCY_CALLS, tenant=tenant) if self.history else []
         return _histogram([turn.response_s for row in rows for turn in timeline.build(row).turns
                            if turn.response_s is not None])

@@ -69,7 +69,6 @@ def synthetic_call(rng: random.Random, tenant: str, started_at: float) -> CallRe
 def _fill(url: str, calls: int, progress: Callable[[str], None]) -> float:
     """Store ``calls`` synthetic calls; the CPU each cost (ms, submit and writer)."""
     tenants = TenantRegistry.load()
-    records = []
     rng = random.Random(7)
     now = time.time()
     records = [synthetic_call(rng, rng.choice(tenants.names), now - rng.uniform(0, 30 * 86400))
