@@ -130,10 +130,10 @@ class Dashboard:
 
     async def _row(self, request: web.Request) -> dict[str, Any]:
         call_id = int(request.match_info["id"])
-        rows = await self._read(lambda h: [r] if (r := h.get(call_id)) else [])
-        if not rows:
+        row = await asyncio.to_thread(self.history.get, call_id) if self.history else None
+        if row is None:
             raise web.HTTPNotFound(text=f"no stored call {call_id}")
-        return rows[0]
+        return row
 
     async def _read(self, read: Callable[[HistoryReader], list[dict[str, Any]]]
                     ) -> list[dict[str, Any]]:
