@@ -33,16 +33,15 @@ async def _agent(settings: Settings, tenants: TenantRegistry) -> CallAgent | Non
     if settings.agent == "conversation":
         from voice_agent.conversation.agent import ConversationAgent
         from voice_agent.providers.factory import Providers
-        from voice_agent.tenants.data import open_db
+        from voice_agent.tenants.data import TenantDatabases
 
-        db_path = settings.data_dir / "tenants.sqlite3" if settings.data_dir else None
         providers = Providers(settings, tenants)
         default = providers.default
         per_tenant = providers.overrides
         log.info("models: STT %s, TTS %s, replies %s", default.stt.name, default.tts.name,
                  f"LLM {default.llm.name} (the rule engine stands in)" if default.llm
                  else "rule engine")
-        agent = ConversationAgent(tenants, open_db(db_path), default.stt, default.tts,
+        agent = ConversationAgent(tenants, TenantDatabases(settings.data_dir), default.stt, default.tts,
                                   llm=default.llm, per_tenant=per_tenant,
                                   watchdog_seconds=settings.turn_watchdog_seconds)
         await providers.probe()  # before READY: each server answered, or was logged as down

@@ -10,13 +10,13 @@ import pytest
 
 from tests.fakes import CannedHttpServer, ScriptedLlmServer, WyomingServers
 from voice_agent.tenants import TenantRegistry
-from voice_agent.tenants.data import TenantDB, open_db
+from voice_agent.tenants.data import TenantDatabases
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> TenantDB:
-    """A fresh tenant database in ``tmp_path``."""
-    return open_db(tmp_path / "tenants.sqlite3")
+def db(tmp_path: Path) -> TenantDatabases:
+    """Fresh tenant databases under ``tmp_path``."""
+    return TenantDatabases(tmp_path)
 
 
 @pytest.fixture

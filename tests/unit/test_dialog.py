@@ -14,10 +14,12 @@ from voice_agent.dialog.redact import redact
 from voice_agent.dialog.state import DialogReply, DialogState
 from voice_agent.dialog.text import digit_run, normalize, say_date, say_time
 from voice_agent.tenants import Tenant, TenantRegistry
-from voice_agent.tenants.data import SEED_CALLER, TenantDB
+from voice_agent.tenants.data import TenantDatabases, TenantDB
 
 TODAY = date(2026, 12, 1)  # a Tuesday
 CALLER = "+15551234567"
+#: The caller who owns healthplus's seeded appointment (its data.sql).
+SEED_CALLER = "+15550100"
 
 
 # --- normaliser ------------------------------------------------------------------
@@ -158,7 +160,7 @@ class Call:
 
 
 @pytest.fixture
-def call(db: TenantDB, registry: TenantRegistry) -> Callable[..., Call]:
+def call(db: TenantDatabases, registry: TenantRegistry) -> Callable[..., Call]:
     def start(tenant: str, caller: str = CALLER) -> Call:
         return Call(DialogEngine(registry.resolve([tenant]), db, today=lambda: TODAY), caller)
     return start
@@ -169,9 +171,13 @@ def _rows(db: TenantDB, sql: str, *args: object) -> list[tuple[object, ...]]:
         return [tuple(r) for r in conn.execute(sql, args).fetchall()]
 
 
-def test_unknown_tenant_has_no_engine(db: TenantDB) -> None:
-    with pytest.raises(ValueError, match="acme"):
-        DialogEngine(Tenant(name="acme", display_name="A", greeting_prompt="x"), db)
+def test_a_tenant_without_intents_still_greets_helps_and_transfers(db: TenantDatabases) -> None:
+    engine = DialogEngine(Tenant(name="acme", display_name="ACME", greeting_prompt="x",
+                                 operator_extension="1"), db)
+    state = DialogState()
+    assert "ACME" in engine.greet(state).text
+    assert engine.reply(state, "what can you do").intent == "unclear"
+    assert engine.reply(state, "operator").transfer
 
 
 # --- common behaviour ----------------------------------------------------------
@@ -252,7 +258,7 @@ def test_availability(call) -> None:
 # --- healthplus ------------------------------------------------------------------
 
 
-def test_book_with_missing_slots_then_confirm(call, db: TenantDB) -> None:
+def test_book_with_missing_slots_then_confirm(call, db: TenantDatabases) -> None:
     c = call("healthplus")
     assert c.say("I'd like to book an appointment").text == "What day would you like?"
     assert c.say("next monday").text == "What time would you like?"
@@ -260,15 +266,15 @@ def test_book_with_missing_slots_then_confirm(call, db: TenantDB) -> None:
     confirm = c.say("riverside please")
     assert confirm.text == ("So that's Monday, December 7th at 3:30 PM at Riverside clinic. "
                             "Shall I book it?")
-    assert _rows(db, "SELECT * FROM appointments WHERE caller_id = ?", CALLER) == []
+    assert _rows(db.of("healthplus"), "SELECT * FROM appointments WHERE caller_id = ?", CALLER) == []
     booked = c.say("yes please")
     assert booked.text == "You're booked for Monday, December 7th at 3:30 PM at Riverside clinic."
     assert [t.name for t in booked.tool_calls_made] == ["book_appointment"]
-    assert _rows(db, "SELECT clinic, day, time, status FROM appointments WHERE caller_id = ?",
+    assert _rows(db.of("healthplus"), "SELECT clinic, day, time, status FROM appointments WHERE caller_id = ?",
                  CALLER) == [("Riverside", "2026-12-07", "15:30", "booked")]
 
 
-def test_book_corrections_reconfirm(call, db: TenantDB) -> None:
+def test_book_corrections_reconfirm(call, db: TenantDatabases) -> None:
     c = call("healthplus")
     first = c.say("book an appointment on december 3rd at 3 pm at downtown")
     assert first.text == (
@@ -279,7 +285,7 @@ def test_book_corrections_reconfirm(call, db: TenantDB) -> None:
     assert "What would you like to change" in change.text
     assert "Friday, December 4th at 4 PM at Riverside" in c.say("the 4th").text
     c.say("yes")
-    assert _rows(db, "SELECT clinic, day, time FROM appointments WHERE caller_id = ?",
+    assert _rows(db.of("healthplus"), "SELECT clinic, day, time FROM appointments WHERE caller_id = ?",
                  CALLER) == [("Riverside", "2026-12-04", "16:00")]
 
 
@@ -303,7 +309,7 @@ def test_unclear_answer_reprompts_the_pending_question(call) -> None:
     assert reply.intent == "book_appointment"
 
 
-def test_move_appointment(call, db: TenantDB) -> None:
+def test_move_appointment(call, db: TenantDatabases) -> None:
     c = call("healthplus", caller=SEED_CALLER)
     first = c.say("I need to reschedule my appointment")
     assert "Thursday, December 10th at 10 AM at Downtown" in first.text
@@ -312,17 +318,17 @@ def test_move_appointment(call, db: TenantDB) -> None:
         "friday the 11th at 2 pm").text
     done = c.say("yes")
     assert "now on Friday, December 11th at 2 PM" in done.text
-    assert _rows(db, "SELECT clinic, day, time FROM appointments WHERE caller_id = ? "
+    assert _rows(db.of("healthplus"), "SELECT clinic, day, time FROM appointments WHERE caller_id = ? "
                      "AND status = 'booked'", SEED_CALLER) == [("Downtown", "2026-12-11", "14:00")]
 
 
-def test_cancel_appointment(call, db: TenantDB) -> None:
+def test_cancel_appointment(call, db: TenantDatabases) -> None:
     c = call("healthplus", caller=SEED_CALLER)
     assert "Shall I cancel it" in c.say("cancel my appointment").text
     assert c.say("no").text == "Okay, I've kept your appointment."
     c.say("please cancel my appointment")
     assert "is cancelled" in c.say("yes").text
-    assert _rows(db, "SELECT status FROM appointments WHERE caller_id = ?", SEED_CALLER) == [
+    assert _rows(db.of("healthplus"), "SELECT status FROM appointments WHERE caller_id = ?", SEED_CALLER) == [
         ("cancelled",)]
     assert "couldn't find an upcoming appointment" in c.say("cancel my appointment").text
 
@@ -375,20 +381,20 @@ def test_catalogue_and_schedule(call) -> None:
     assert "Saturdays" in c.say("web development").text
 
 
-def test_enrol_with_correction(call, db: TenantDB) -> None:
+def test_enrol_with_correction(call, db: TenantDatabases) -> None:
     c = call("edulearn")
     assert "Which course" in c.say("I want to enrol").text
     assert "Shall I enrol you" in c.say("python").text
     assert "Data Science 101" in c.say("actually data science").text
     done = c.say("yes")
     assert done.text == "You're enrolled in Data Science 101. It starts Tuesday, January 12th."
-    assert _rows(db, "SELECT course_code FROM enrolments WHERE caller_id = ?", CALLER) == [
+    assert _rows(db.of("edulearn"), "SELECT course_code FROM enrolments WHERE caller_id = ?", CALLER) == [
         ("DS101",)]
-    c.say("sign me up for data science")
-    assert "already enrolled" in c.say("yes").text
+    # Refused before asking to confirm, not after the caller said yes.
+    assert "already enrolled" in c.say("sign me up for data science").text
 
 
-def test_enrol_by_position_in_the_list(call, db: TenantDB) -> None:
+def test_enrol_by_position_in_the_list(call, db: TenantDatabases) -> None:
     c = call("edulearn")
     assert "Which course: Python Basics, Data Science 101, or Web Development" in \
         c.say("I want to enrol").text
@@ -403,14 +409,14 @@ def test_enrol_by_position_in_the_list(call, db: TenantDB) -> None:
     assert c.say("1").text.startswith("Python Basics runs")  # key 1 on the phone
 
 
-def test_enrol_full_course(call, db: TenantDB) -> None:
+def test_enrol_full_course(call, db: TenantDatabases) -> None:
     c = call("edulearn")
     full = c.say("sign me up for web development")
     assert "Web Development is full" in full.text and "Python Basics" in full.text
     assert c.state.awaiting == "course"
     assert "Python Basics" in c.say("ok python then").text
     assert c.say("no").text.startswith("Okay, I won't enrol you")
-    assert _rows(db, "SELECT * FROM enrolments WHERE caller_id = ?", CALLER) == []
+    assert _rows(db.of("edulearn"), "SELECT * FROM enrolments WHERE caller_id = ?", CALLER) == []
 
 
 # --- end of turn ---------------------------------------------------------------

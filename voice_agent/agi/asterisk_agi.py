@@ -228,13 +228,12 @@ async def default_services(settings: Settings, tenants: TenantRegistry) -> Speec
     """The configured providers (the same factory as the ARI agent) and tenant data,
     probed, loaded and warmed up once."""
     from voice_agent.providers.factory import Providers
-    from voice_agent.tenants.data import open_db
+    from voice_agent.tenants.data import TenantDatabases
 
-    db_path = settings.data_dir / "tenants.sqlite3" if settings.data_dir else None
     providers = Providers(settings, tenants)
     default = providers.default
     per_tenant = {name: (p.stt, p.tts) for name, p in providers.overrides.items()}
-    services = SpeechServices(open_db(db_path), default.stt, default.tts, per_tenant=per_tenant)
+    services = SpeechServices(TenantDatabases(settings.data_dir), default.stt, default.tts, per_tenant=per_tenant)
     await providers.probe()
     log.info("loading speech models (once per process)")
     await services.warm_up()

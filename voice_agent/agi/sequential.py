@@ -55,7 +55,7 @@ from voice_agent.providers.errors import ProviderError, call_failures, report_fa
 from voice_agent.providers.stt import SpeechToText
 from voice_agent.providers.tts import PromptCache, TextToSpeech
 from voice_agent.tenants import Tenant
-from voice_agent.tenants.data import TenantDB
+from voice_agent.tenants.data import TenantDatabases
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 class SpeechServices:
     """What every AGI call shares: models and data loaded once per process."""
 
-    db: TenantDB
+    db: TenantDatabases
     stt: SpeechToText
     tts: TextToSpeech
     prompts: PromptCache = field(default_factory=PromptCache)

@@ -79,7 +79,7 @@ from voice_agent.providers.vad import (
 )
 from voice_agent.providers.workers import turn_ended_at
 from voice_agent.tenants import TenantRegistry
-from voice_agent.tenants.data import TenantDB
+from voice_agent.tenants.data import TenantDatabases
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ConversationAgent:
     def __init__(
         self,
         tenants: TenantRegistry,
-        db: TenantDB,
+        db: TenantDatabases,
         stt: SpeechToText,
         tts: TextToSpeech,
         *,
@@ -194,7 +194,7 @@ class _Call:
         self.engine = DialogEngine(self.tenant, agent._db)
         providers = agent._per_tenant.get(self.tenant.name, agent._default)
         self.stt, self.tts = providers.stt, providers.tts
-        self.llm = (LlmDialog(self.tenant, agent._db, providers.llm, self.engine)
+        self.llm = (LlmDialog(self.tenant, providers.llm, self.engine)
                     if providers.llm is not None else None)
         #: The stage a turn is in ("stt", "dialog", "llm", "tts"): what a failure is blamed on.
         self.stage = "stt"
@@ -478,6 +478,7 @@ class _Call:
                 await self._say(self.llm.reply(self.state, said), cached=False, turn=turn)
             finally:
                 turn["tools"] = list(self.llm.tools_called)
+            self._hand_off(transfer=self.llm.transfer, done=self.llm.done)
             return
         self.stage = "dialog"
         reply = await asyncio.to_thread(self.engine.reply, self.state, said)
@@ -485,11 +486,15 @@ class _Call:
         # Through the prompt cache: the engine's fixed clauses ("What day would you
         # like?") are synthesized once per process, the rest pass through it.
         await self._say(_pieces(reply.text), cached=True, turn=turn)
-        if reply.transfer and self.tenant.operator_extension:
+        self._hand_off(transfer=reply.transfer, done=reply.done)
+
+    def _hand_off(self, *, transfer: bool, done: bool) -> None:
+        """After a reply: transfer to the tenant's operator, or end the call, if it said so."""
+        if transfer and self.tenant.operator_extension:
             self.call.transfer_to = (self.tenant.operator_context,
                                      self.tenant.operator_extension)
             self.finished.set()
-        elif reply.done:
+        elif done:
             self.record.end_reason = "agent ended the call"
             self.finished.set()
 

@@ -7,9 +7,10 @@ engine is pure and synchronous apart from the tenant database; a call runs it in
 a worker thread, one :class:`DialogState` per call.
 
 The module holds what every tenant shares (repeat, operator, goodbye, thanks,
-the emergency screen) and dispatches the rest to the tenant's skill
-(:mod:`~voice_agent.dialog.skills`); parsing lives in
-:mod:`~voice_agent.dialog.text` and :mod:`~voice_agent.dialog.dates`.
+the tenant's emergency screen and business hours) and hands the rest to the
+tenant's intents (:mod:`~voice_agent.dialog.rules`, read from its files);
+parsing lives in :mod:`~voice_agent.dialog.text` and
+:mod:`~voice_agent.dialog.dates`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from voice_agent.dialog.redact import redact
-from voice_agent.dialog.skills import SKILLS
+from voice_agent.dialog.rules import Rules
 from voice_agent.dialog.state import DialogReply, DialogState, Turn, TurnContext
 from voice_agent.dialog.text import normalize
 from voice_agent.dialog.turn_end import TurnEnd, turn_end
 from voice_agent.tenants import Tenant
-from voice_agent.tenants.data import TenantDB
+from voice_agent.tenants.data import TenantDatabases
+from voice_agent.tenants.spec import Hours
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +50,25 @@ def _shared_intent(norm: str) -> str | None:
     return next((name for name, pattern in _SHARED if pattern.search(norm)), None)
 
 
-_EMERGENCY = re.compile(
-    r"\b(chest pains?|cant breathe|can not breathe|cannot breathe|not breathing|"
-    r"trouble breathing|difficulty breathing|bleeding (?:heavily|a lot|badly|wont stop)|"
-    r"heavy bleeding|unconscious|passed out|unresponsive|not responding|heart attack|stroke|"
-    r"overdose|suicide|suicidal|kill myself|end my life|seizure|choking|emergency)\b"
-)
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def is_open(hours: Hours, now: datetime) -> bool:
+    """Whether ``now`` falls in the opening hours (``now`` naive = UTC)."""
+    local = now.astimezone(ZoneInfo(hours.timezone)) if now.tzinfo else \
+        now.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(hours.timezone))
+    span = hours.open.get(_DAYS[local.weekday()])  # type: ignore[call-overload]
+    if span is None:
+        return False
+    opens, closes = span.split("-")
+    return opens <= f"{local:%H:%M}" < closes
+
+
+def emergency_screen(tenant: Tenant) -> re.Pattern[str] | None:
+    """The tenant's emergency phrases as one pattern over normalised words."""
+    if tenant.emergency is None:
+        return None
+    return re.compile(r"\b(?:" + "|".join(f"(?:{p})" for p in tenant.emergency.phrases) + r")\b")
 
 
 #: Times a silent caller is asked again before the agent says goodbye (both loops).
@@ -66,43 +82,65 @@ class DialogEngine:
     """
 
     def __init__(
-        self, tenant: Tenant, db: TenantDB, today: Callable[[], date] = date.today
+        self, tenant: Tenant, databases: TenantDatabases,
+        today: Callable[[], date] = date.today,
+        now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
     ) -> None:
-        try:
-            self._skill = SKILLS[tenant.name](db)
-        except KeyError:
-            raise ValueError(f"no dialog skill for tenant {tenant.name!r}") from None
+        self.db = databases.of(tenant.name, tenant.data_sql)
+        self.rules = Rules(tenant, self.db)
         self.tenant = tenant
         self._today = today
+        self._now = now
+        self._emergency = emergency_screen(tenant)
+        self.help = tenant.help or " ".join(
+            ["I can help with:", ", ".join(n.replace("_", " ") for n in tenant.intents) + "."]
+            if tenant.intents else []) + " You can also say operator."
 
     def greet(self, state: DialogState) -> DialogReply:
         text = self.tenant.greeting or (
-            f"Hello, this is {self.tenant.display_name}. {self._skill.help}"
+            f"Hello, this is {self.tenant.display_name}. {self.help}"
         )
-        return self._record(state, None, DialogReply(text, "greeting"))
+        return self.record(state, None, DialogReply(text, "greeting"))
+
+    def screen(self, norm: str) -> DialogReply | None:
+        """The emergency instruction if the normalised words mention an emergency.
+
+        Runs before any other reading of a turn, in every mode (the LLM dialog
+        calls it before the model sees the words)."""
+        if self._emergency is None or self.tenant.emergency is None \
+                or not self._emergency.search(norm):
+            return None
+        return DialogReply(self.tenant.emergency.say, "emergency")
+
+    def goodbye(self) -> DialogReply:
+        return DialogReply(f"Thank you for calling {self.tenant.display_name}. Goodbye.",
+                           "goodbye", done=True)
+
+    def operator(self) -> DialogReply:
+        """Transfer to a person, or say the tenant's closed message outside its hours."""
+        hours = self.tenant.hours
+        if hours is not None and not is_open(hours, self._now()):
+            return DialogReply(hours.closed, "operator_closed")
+        return DialogReply("Okay, connecting you to a person now.", "operator", transfer=True)
 
     def reply(self, state: DialogState, user_text: str) -> DialogReply:
         """The agent's answer to one caller utterance (or DTMF: ``#`` repeats, ``0`` transfers)."""
         raw = user_text.strip()
         state.silences = 0
-        ctx = TurnContext(state, normalize(raw), self._today())
-        if self._skill.screens_emergencies and _EMERGENCY.search(ctx.norm):
+        ctx = TurnContext(state, normalize(raw), self._today(), raw=raw)
+        if (emergency := self.screen(ctx.norm)) is not None:
             state.finish()
-            result = DialogReply(
-                "This may be an emergency. Please hang up now and dial 911, or 112, "
-                "for emergency services immediately.", "emergency")
+            result = emergency
         elif raw == "#" or _REPEAT.search(ctx.norm):
-            result = DialogReply(state.last_reply or self._skill.help, "repeat")
+            result = DialogReply(state.last_reply or self.help, "repeat")
         elif raw == "0" or _OPERATOR.search(ctx.norm):
-            result = DialogReply("Okay, connecting you to a person now.", "operator",
-                                 transfer=True)
+            result = self.operator()
         elif _GOODBYE.search(ctx.norm):
-            result = DialogReply(f"Thank you for calling {self.tenant.display_name}. Goodbye.",
-                                 "goodbye", done=True)
+            result = self.goodbye()
         else:
             text, intent = self._converse(ctx)
             result = DialogReply(text, intent, tuple(ctx.calls))
-        return self._record(state, raw, result)
+        return self.record(state, raw, result)
 
     def silence(self, state: DialogState) -> DialogReply:
         """The caller said nothing for a while: ask again, and after
@@ -117,39 +155,43 @@ class DialogEngine:
                                  f"Thank you for calling {self.tenant.display_name}. Goodbye.",
                                  "silence", done=True)
         else:
-            result = DialogReply(f"Are you still there? {state.question or self._skill.help}",
+            result = DialogReply(f"Are you still there? {state.question or self.help}",
                                  "silence")
-        return self._record(state, None, result)
+        return self.record(state, None, result)
 
     def turn_end(self, state: DialogState, text: str) -> TurnEnd:
         """Whether ``text`` (a transcript of the caller's open turn) already ends it.
 
         Side-effect free, unlike :meth:`reply`: the caller may still go on.
         """
-        def intent_of(norm: str) -> str | None:
-            if self._skill.screens_emergencies and _EMERGENCY.search(norm):
-                return "emergency"
-            return _shared_intent(norm) or self._skill.intent_of(norm)
+        today = self._today()
 
-        return turn_end(state, normalize(text), intent_of)
+        def intent_of(norm: str) -> str | None:
+            if self.screen(norm) is not None:
+                return "emergency"
+            return _shared_intent(norm) or self.rules.intent_of(norm, today)
+
+        norm = normalize(text)
+        return turn_end(state, norm, intent_of,
+                        number_length=self.rules.number_wanted(state, intent_of(norm)))
 
     def _converse(self, ctx: TurnContext) -> tuple[str, str]:
-        state, skill = ctx.state, self._skill
+        state, rules = ctx.state, self.rules
         if state.intent is not None:
             pending = state.intent
-            if (text := skill.resume(ctx)) is not None:
+            if (text := rules.resume(ctx)) is not None:
                 return text, pending
-        intent = skill.intent_of(ctx.norm)
+        intent = rules.intent_of(ctx.norm, ctx.today)
         if intent is not None and intent != state.intent:
             state.finish()
-            return skill.respond(intent, ctx), intent
+            return rules.respond(intent, ctx), intent
         if _THANKS.search(ctx.norm):
             return "You're welcome. Is there anything else I can help with?", "thanks"
         if state.intent is not None:
             return f"Sorry, I didn't catch that. {state.question}", state.intent
-        return f"Sorry, I didn't understand. {skill.help}", "unclear"
+        return f"Sorry, I didn't understand. {self.help}", "unclear"
 
-    def _record(self, state: DialogState, said: str | None, result: DialogReply) -> DialogReply:
+    def record(self, state: DialogState, said: str | None, result: DialogReply) -> DialogReply:
         if said is not None:
             state.history.append(Turn("caller", said))
         state.history.append(Turn("agent", result.text))

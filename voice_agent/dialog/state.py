@@ -12,8 +12,8 @@ from typing import Any, Literal
 class ToolCallMade:
     """A tenant tool the engine ran for this turn.
 
-    Names are the ``tools.TOOL_SPECS`` names, plus ``next_appointment`` for the
-    look-up that precedes a move or cancel, so traces read the same on both paths.
+    Names are the intents' names (the LLM's function names), or a step's own
+    ``tool`` name (a lookup), so traces read the same on both paths.
     """
 
     name: str
@@ -42,7 +42,7 @@ class DialogState:
     """One call's conversation: what is being done, what is known, what was said.
 
     ``awaiting`` names the slot the last question asked for ("date", "confirm"…),
-    so a bare answer ("4", "yes", "Riverside") is read as that slot.
+    so a bare answer ("4", "yes", a name from a list) is read as that slot.
     """
 
     caller_id: str = "anonymous"
@@ -83,6 +83,10 @@ class TurnContext:
     norm: str
     today: date
     calls: list[ToolCallMade] = field(default_factory=list)
+    #: The words as heard, for a ``text`` slot.
+    raw: str = ""
+    #: What the finished task's lookups and action found (an LLM tool's answer).
+    results: dict[str, Any] = field(default_factory=dict)
 
     def called(self, name: str, **arguments: Any) -> None:
         self.calls.append(ToolCallMade(name, arguments))

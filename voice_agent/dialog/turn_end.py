@@ -16,9 +16,9 @@ Rules (a complete reading wins only when nothing marks the text unfinished):
 
 1. Text that ends on a word that cannot end a sentence (a conjunction, a
    preposition, an article, "my", "is", a filler such as "um") is INCOMPLETE.
-2. While a number is awaited, or the request needs one (an order's status),
-   the turn is COMPLETE once a digit string of ``number_length`` was said and
-   INCOMPLETE until then.
+2. While a number is awaited, or the request needs one (a ``digits`` slot of
+   the intent, such as an order number), the turn is COMPLETE once a digit
+   string of ``number_length`` was said and INCOMPLETE until then.
 3. A clear yes or no to a pending confirmation is COMPLETE.
 4. A recognised request (``intent_of``: the engine's shared ones, such as repeat,
    operator, goodbye, and the tenant's intents) is COMPLETE.
@@ -53,21 +53,22 @@ _DANGLING = frozenset("""
     number order
 """.split())
 # "order" and "number": "where is my order", "my order number" are followed by the
-# number more often than not. "appointment" and "course" are not here: "I'd like to
-# register for a course" is a whole request (bench latency: 0.7 s wasted on each).
-#: Slots whose answer is a number said digit by digit, and intents that need one.
-_NUMBER_SLOTS = frozenset({"order_number"})
-_NUMBER_INTENTS = frozenset({"order_status"})
+# number more often than not. Nouns that end a request ("I'd like to register for a
+# course") are not here (bench latency: 0.7 s wasted on each).
 
 
 def turn_end(state: DialogState, norm: str, intent_of: Callable[[str], str | None],
-             *, number_length: int = 5) -> TurnEnd:
-    """What a normalised transcript says about whether the caller's turn is over."""
+             *, number_length: int | None = None) -> TurnEnd:
+    """What a normalised transcript says about whether the caller's turn is over.
+
+    ``number_length``: the digits a number the caller owes has (an awaited
+    ``digits`` slot, or one the request needs), or ``None`` when none is owed.
+    """
     words = norm.split()
     if not words:
         return TurnEnd.UNSURE
     digits = digit_run(norm, min_len=1)
-    if state.awaiting in _NUMBER_SLOTS or intent_of(norm) in _NUMBER_INTENTS:
+    if number_length is not None:
         # A number is asked for, or the request needs one: the turn is over once a
         # whole one was said ("where is my order" then a pause: the number follows).
         # Homophones ("to", "for") may end a digit string, so rule 1 waits for this.

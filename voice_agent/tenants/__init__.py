@@ -12,67 +12,23 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from voice_agent.tenants.loader import Problem, TenantSource, read_tenants
+from voice_agent.tenants.model import ProviderOverride, Tenant, TenantProviders
 
+__all__ = ["TENANTS_DIR", "TENANTS_DIR_ENV", "Problem", "ProviderOverride", "Tenant",
+           "TenantFileError", "TenantProviders", "TenantRegistry", "TenantSource",
+           "UnknownTenantError", "tenants_directory"]
+
+#: The shipped tenants (one directory each).
 TENANTS_DIR = Path(__file__).parent
+#: Points the service at another tenants directory (``docs/tenants.md``).
+TENANTS_DIR_ENV = "VOICE_AGENT_TENANTS_DIR"
 
 
-class ProviderOverride(BaseModel):
-    """One model stage served differently for this tenant (the service-wide settings
-    apply otherwise). Secrets never live in tenant files: ``api_key_env`` names the
-    environment variable that holds the key."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(description="http(s)://host:port/v1 (OpenAI-compatible) or "
-                     "tcp://host:port (Wyoming; STT and TTS only).")
-    model: str = ""
-    voice: str = ""
-    api_key_env: str | None = None
-
-    def api_key(self) -> str | None:
-        """The key from ``api_key_env``; a named variable that is unset is an error."""
-        if self.api_key_env is None:
-            return None
-        try:
-            return os.environ[self.api_key_env]
-        except KeyError:
-            raise ValueError(f"tenant provider key: environment variable "
-                             f"{self.api_key_env} is not set") from None
-
-
-class TenantProviders(BaseModel):
-    """Per-tenant model servers (e.g. a clinic's own speech server); all optional."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stt: ProviderOverride | None = None
-    tts: ProviderOverride | None = None
-    llm: ProviderOverride | None = None
-
-
-class Tenant(BaseModel):
-    """What the agent needs to know about one business."""
-
-    name: str = Field(pattern=r"^[a-z0-9_-]+$")
-    display_name: str
-    numbers: list[str] = Field(default_factory=list, description="The numbers (DIDs) the "
-                               "dialplan routes to this tenant.")
-    greeting_prompt: str = Field(description="Asterisk sound played on answer.")
-    greeting: str = Field("", description="Spoken greeting text; the engine has a default.")
-    persona: str = Field("", description="Who the agent is, for an LLM system prompt.")
-    rules: list[str] = Field(default_factory=list, description="Rules the agent must keep.")
-    operator_extension: str | None = Field(None, description="Where '0' / 'operator' go.")
-    operator_context: str = Field(
-        "voice-agent-operators", description="Dialplan context of operator_extension."
-    )
-    silence_ms: int = Field(500, ge=100, description="End-of-turn silence for this tenant.")
-    redact_caller: bool = Field(False, description="Store this tenant's callers' numbers "
-                                "redacted in the call history (health data).")
-    providers: TenantProviders = Field(
-        default_factory=TenantProviders,
-        description="Model servers for this tenant; unset stages use the service's.")
+def tenants_directory() -> Path:
+    """``$VOICE_AGENT_TENANTS_DIR`` if set, else the shipped tenants."""
+    configured = os.environ.get(TENANTS_DIR_ENV)
+    return Path(configured) if configured else TENANTS_DIR
 
 
 class TenantFileError(ValueError):
@@ -90,23 +46,16 @@ class TenantRegistry:
         self._by_name = {t.name: t for t in tenants}
 
     @classmethod
-    def load(cls, directory: Path = TENANTS_DIR) -> TenantRegistry:
-        """Read every ``*.yaml`` tenant file in ``directory``.
+    def load(cls, directory: Path | None = None) -> TenantRegistry:
+        """Read every tenant in ``directory`` (default :func:`tenants_directory`).
 
-        Raises :class:`TenantFileError` naming the file and what is wrong in it.
+        Raises :class:`TenantFileError` listing every problem, each with its file
+        and line; a registry is never built from a half-valid directory.
         """
-        tenants: list[Tenant] = []
-        for path in sorted(directory.glob("*.yaml")):
-            try:
-                tenants.append(Tenant.model_validate(
-                    yaml.safe_load(path.read_text(encoding="utf-8"))))
-            except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
-                raise TenantFileError(f"tenant file {path}: {exc}") from exc
-            taken = {n: t.name for t in tenants[:-1] for n in t.numbers}
-            if clash := [n for n in tenants[-1].numbers if n in taken]:
-                raise TenantFileError(f"tenant file {path}: number {clash[0]} already belongs "
-                                      f"to tenant {taken[clash[0]]}")
-        return cls(tenants)
+        sources, problems = read_tenants(directory or tenants_directory())
+        if problems:
+            raise TenantFileError("\n".join(f"tenant file {p}" for p in problems))
+        return cls(source.tenant for source in sources)
 
     def __iter__(self) -> Iterator[Tenant]:
         return iter(self._by_name.values())
