@@ -41,8 +41,8 @@ async def _agent(settings: Settings, tenants: TenantRegistry) -> CallAgent | Non
         log.info("models: STT %s, TTS %s, replies %s", default.stt.name, default.tts.name,
                  f"LLM {default.llm.name} (the rule engine stands in)" if default.llm
                  else "rule engine")
-        agent = ConversationAgent(tenants, TenantDatabases(settings.data_dir), default.stt, default.tts,
-                                  llm=default.llm, per_tenant=per_tenant,
+        agent = ConversationAgent(tenants, TenantDatabases(settings.data_dir), default.stt,
+                                  default.tts, llm=default.llm, per_tenant=per_tenant,
                                   watchdog_seconds=settings.turn_watchdog_seconds)
         await providers.probe()  # before READY: each server answered, or was logged as down
         log.info("loading speech models (once per process)")

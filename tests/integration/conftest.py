@@ -26,6 +26,7 @@ from voice_agent.dev.local_asterisk import LocalAsterisk
 from voice_agent.dev.sim.conversation import ScriptedCaller
 from voice_agent.dev.sim.phone import PhoneCall, SimPhone
 from voice_agent.providers.stt import WhisperStt
+from voice_agent.tenants.data import tenant_db_path
 from voice_agent.service import running_agent
 
 
@@ -122,7 +123,9 @@ class Conversation:
         return next(iter(self.manager.sessions.values()))
 
     def rows(self, query: str) -> list[tuple[object, ...]]:
-        with contextlib.closing(sqlite3.connect(self.data_dir / "tenants.sqlite3")) as db:
+        """``query`` on the database of the tenant this call reached."""
+        path = tenant_db_path(self.session.record.tenant, self.data_dir)
+        with contextlib.closing(sqlite3.connect(path)) as db:
             return db.execute(query).fetchall()
 
 

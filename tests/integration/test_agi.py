@@ -30,7 +30,7 @@ from voice_agent.dev.sim.phone import PhoneCall, SimPhone
 from voice_agent.dev.sim.signals import speech
 from voice_agent.providers.stt import WhisperStt
 from voice_agent.providers.tts import PiperTts
-from voice_agent.tenants.data import open_db
+from voice_agent.tenants.data import TenantDatabases
 
 #: Number -> (tenant, what the caller asks, a phrase the agent's reply text must contain).
 CASES = {
@@ -44,7 +44,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> SpeechServices:
     """Models loaded once for the module (they are not bound to an event loop)."""
-    db = open_db(tmp_path_factory.mktemp("agi-tenants") / "tenants.sqlite3")
+    db = TenantDatabases(tmp_path_factory.mktemp("agi-tenants"))
     return SpeechServices(db, WhisperStt(), PiperTts())
 
 

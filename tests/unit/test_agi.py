@@ -55,7 +55,7 @@ from voice_agent.dialog.llm_dialog import APOLOGY
 from voice_agent.providers.errors import ProviderConnectionError
 from voice_agent.providers.stt import Transcript
 from voice_agent.tenants import TenantRegistry
-from voice_agent.tenants.data import open_db
+from voice_agent.tenants.data import TenantDatabases
 
 ORDER_QUESTION = "where is my order one two three four five"
 
@@ -419,7 +419,7 @@ def agi_server(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextM
         host_dir = tmp_path / "agi"
         settings = Settings(_env_file=None, agi_audio_host_dir=host_dir, data_dir=tmp_path,
                             agi_silence_seconds=1, **overrides)
-        services = SpeechServices(open_db(tmp_path / "tenants.sqlite3"), stt, tts)  # type: ignore[arg-type]
+        services = SpeechServices(TenantDatabases(tmp_path), stt, tts)  # type: ignore[arg-type]
         async with running_agi_server(settings, services=services, port=0) as server:
             yield server, host_dir
 
@@ -721,7 +721,7 @@ async def test_garbage_instead_of_an_environment_is_dropped(agi_server) -> None:
 
 
 async def test_a_busy_port_or_a_misplaced_audio_dir_is_a_clear_error(tmp_path: Path) -> None:
-    services = SpeechServices(open_db(tmp_path / "tenants.sqlite3"), ScriptedStt([]),
+    services = SpeechServices(TenantDatabases(tmp_path), ScriptedStt([]),
                               ToneTts())  # type: ignore[arg-type]
     nowhere = Settings(_env_file=None, asterisk_root=tmp_path / "no-such-root")
     with pytest.raises(AgiError, match="VOICE_AGENT_AGI_AUDIO_HOST_DIR"):
@@ -736,7 +736,7 @@ async def test_a_busy_port_or_a_misplaced_audio_dir_is_a_clear_error(tmp_path: P
 
 async def test_files_left_by_a_killed_run_are_removed_at_start_others_kept(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    services = SpeechServices(open_db(tmp_path / "tenants.sqlite3"), ScriptedStt([]),
+    services = SpeechServices(TenantDatabases(tmp_path), ScriptedStt([]),
                               ToneTts())  # type: ignore[arg-type]
     host_dir = tmp_path / "agi"
     host_dir.mkdir()

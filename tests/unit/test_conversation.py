@@ -31,7 +31,7 @@ from voice_agent.providers.errors import ProviderConnectionError, ProviderStream
 from voice_agent.providers.stt import Transcript
 from voice_agent.providers.tts import split_for_speech
 from voice_agent.tenants import TenantRegistry
-from voice_agent.tenants.data import open_db
+from voice_agent.tenants.data import TenantDatabases
 
 S = CallState
 AGENT_DBFS = -20.0
@@ -174,7 +174,7 @@ async def call(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
                     echo_db: float | None = None) -> tuple[FakeCall, Line]:
         tenants = TenantRegistry.load()
         stt = stt or ScriptedStt(*transcripts)
-        agent = ConversationAgent(tenants, open_db(tmp_path / "tenants.sqlite3"),
+        agent = ConversationAgent(tenants, TenantDatabases(tmp_path),
                                   stt, tts or ToneTts(seconds_per_char), vad=EnergyVad,
                                   watchdog_seconds=watchdog_seconds,
                                   clock=asyncio.get_running_loop().time)

@@ -8,7 +8,7 @@ from pathlib import Path
 from voice_agent.calls.admission import Admission
 from voice_agent.calls.record import CallRecord
 from voice_agent.cli.devtools import demo_scripts, task_done
-from voice_agent.tenants.data import open_db
+from voice_agent.tenants.data import TenantDatabases
 
 
 def record(caller: str, reply: str = "") -> CallRecord:
@@ -20,22 +20,23 @@ def record(caller: str, reply: str = "") -> CallRecord:
 
 
 def test_each_demo_task_holds_only_once_its_outcome_is_true(tmp_path: Path) -> None:
-    db_path = tmp_path / "tenants.sqlite3"
-    db = open_db(db_path)
     tasks = demo_scripts()
+    assert set(tasks) == {"18005551234", "18005555678", "18005559999"}
     order, booking, enrolment = tasks["18005551234"], tasks["18005555678"], tasks["18005559999"]
-    assert task_done(order, record("555", "Order 12345 has shipped."), db_path)
-    assert not task_done(order, record("555", "What is your order number?"), db_path)
-    assert not task_done(booking, record("555"), db_path)
-    assert not task_done(enrolment, record("555"), db_path)
-    with db.transaction() as connection:
+    assert task_done(order, record("555", "Order 12345 has shipped."), tmp_path)
+    assert not task_done(order, record("555", "What is your order number?"), tmp_path)
+    assert not task_done(booking, record("555"), tmp_path)
+    assert not task_done(enrolment, record("555"), tmp_path)
+    databases = TenantDatabases(tmp_path)
+    with databases.of("healthplus").transaction() as connection:
         connection.execute("INSERT INTO appointments (caller_id, clinic, day, time) "
                            "VALUES ('555', 'Downtown', '2026-12-07', '15:00')")
+    with databases.of("edulearn").transaction() as connection:
         connection.execute("INSERT INTO enrolments (course_code, caller_id) "
                            "SELECT code, '555' FROM courses LIMIT 1")
-    assert task_done(booking, record("555"), db_path)
-    assert task_done(enrolment, record("555"), db_path)
-    assert not task_done(enrolment, record("777"), db_path)  # someone else's enrolment
+    assert task_done(booking, record("555"), tmp_path)
+    assert task_done(enrolment, record("555"), tmp_path)
+    assert not task_done(enrolment, record("777"), tmp_path)  # someone else's enrolment
 
 
 async def test_wait_idle_waits_for_the_calls_then_says_whether_they_ended() -> None:

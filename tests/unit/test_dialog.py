@@ -266,11 +266,13 @@ def test_book_with_missing_slots_then_confirm(call, db: TenantDatabases) -> None
     confirm = c.say("riverside please")
     assert confirm.text == ("So that's Monday, December 7th at 3:30 PM at Riverside clinic. "
                             "Shall I book it?")
-    assert _rows(db.of("healthplus"), "SELECT * FROM appointments WHERE caller_id = ?", CALLER) == []
+    assert _rows(db.of("healthplus"),
+                 "SELECT * FROM appointments WHERE caller_id = ?", CALLER) == []
     booked = c.say("yes please")
     assert booked.text == "You're booked for Monday, December 7th at 3:30 PM at Riverside clinic."
     assert [t.name for t in booked.tool_calls_made] == ["book_appointment"]
-    assert _rows(db.of("healthplus"), "SELECT clinic, day, time, status FROM appointments WHERE caller_id = ?",
+    assert _rows(db.of("healthplus"),
+                 "SELECT clinic, day, time, status FROM appointments WHERE caller_id = ?",
                  CALLER) == [("Riverside", "2026-12-07", "15:30", "booked")]
 
 
@@ -285,7 +287,8 @@ def test_book_corrections_reconfirm(call, db: TenantDatabases) -> None:
     assert "What would you like to change" in change.text
     assert "Friday, December 4th at 4 PM at Riverside" in c.say("the 4th").text
     c.say("yes")
-    assert _rows(db.of("healthplus"), "SELECT clinic, day, time FROM appointments WHERE caller_id = ?",
+    assert _rows(db.of("healthplus"),
+                 "SELECT clinic, day, time FROM appointments WHERE caller_id = ?",
                  CALLER) == [("Riverside", "2026-12-04", "16:00")]
 
 
@@ -318,7 +321,8 @@ def test_move_appointment(call, db: TenantDatabases) -> None:
         "friday the 11th at 2 pm").text
     done = c.say("yes")
     assert "now on Friday, December 11th at 2 PM" in done.text
-    assert _rows(db.of("healthplus"), "SELECT clinic, day, time FROM appointments WHERE caller_id = ? "
+    assert _rows(db.of("healthplus"),
+                 "SELECT clinic, day, time FROM appointments WHERE caller_id = ? "
                      "AND status = 'booked'", SEED_CALLER) == [("Downtown", "2026-12-11", "14:00")]
 
 
@@ -328,7 +332,8 @@ def test_cancel_appointment(call, db: TenantDatabases) -> None:
     assert c.say("no").text == "Okay, I've kept your appointment."
     c.say("please cancel my appointment")
     assert "is cancelled" in c.say("yes").text
-    assert _rows(db.of("healthplus"), "SELECT status FROM appointments WHERE caller_id = ?", SEED_CALLER) == [
+    assert _rows(db.of("healthplus"),
+                 "SELECT status FROM appointments WHERE caller_id = ?", SEED_CALLER) == [
         ("cancelled",)]
     assert "couldn't find an upcoming appointment" in c.say("cancel my appointment").text
 
@@ -388,7 +393,8 @@ def test_enrol_with_correction(call, db: TenantDatabases) -> None:
     assert "Data Science 101" in c.say("actually data science").text
     done = c.say("yes")
     assert done.text == "You're enrolled in Data Science 101. It starts Tuesday, January 12th."
-    assert _rows(db.of("edulearn"), "SELECT course_code FROM enrolments WHERE caller_id = ?", CALLER) == [
+    assert _rows(db.of("edulearn"),
+                 "SELECT course_code FROM enrolments WHERE caller_id = ?", CALLER) == [
         ("DS101",)]
     # Refused before asking to confirm, not after the caller said yes.
     assert "already enrolled" in c.say("sign me up for data science").text
@@ -416,7 +422,8 @@ def test_enrol_full_course(call, db: TenantDatabases) -> None:
     assert c.state.awaiting == "course"
     assert "Python Basics" in c.say("ok python then").text
     assert c.say("no").text.startswith("Okay, I won't enrol you")
-    assert _rows(db.of("edulearn"), "SELECT * FROM enrolments WHERE caller_id = ?", CALLER) == []
+    assert _rows(db.of("edulearn"),
+                 "SELECT * FROM enrolments WHERE caller_id = ?", CALLER) == []
 
 
 # --- end of turn ---------------------------------------------------------------

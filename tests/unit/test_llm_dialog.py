@@ -19,7 +19,7 @@ from voice_agent.dialog.llm_dialog import APOLOGY, LlmDialog
 from voice_agent.dialog.state import DialogState, Turn
 from voice_agent.providers.llm import OpenAiChat
 from voice_agent.tenants import TenantRegistry
-from voice_agent.tenants.data import TenantDB
+from voice_agent.tenants.data import TenantDatabases as TenantDB
 
 TODAY = date(2026, 11, 29)
 
@@ -27,7 +27,7 @@ TODAY = date(2026, 11, 29)
 def dialog(db: TenantDB, url: str, tenant: str = "techstore") -> LlmDialog:
     t = TenantRegistry.load().resolve([tenant])
     llm = OpenAiChat(url, "m", max_retries=0, retry_backoff=0.0)
-    return LlmDialog(t, db, llm, DialogEngine(t, db), today=lambda: TODAY)
+    return LlmDialog(t, llm, DialogEngine(t, db), today=lambda: TODAY)
 
 
 async def pieces(d: LlmDialog, state: DialogState, said: str) -> list[str]:
@@ -54,7 +54,8 @@ async def test_text_streams_as_speakable_pieces_and_lands_in_the_history(
     assert "interrupted" in messages[1]["content"]  # the model knows it was cut off
     assert messages[-1] == {"role": "user", "content": "where is my order"}
     assert {t["function"]["name"] for t in request.body["tools"]} == {
-        "order_status", "return_policy", "product_availability"}
+        "order_status", "return_policy", "product_availability", "transfer_to_operator",
+        "end_call"}
 
 
 async def test_a_tool_call_runs_the_tenant_tool_and_the_model_answers_from_it(
@@ -70,7 +71,9 @@ async def test_a_tool_call_runs_the_tenant_tool_and_the_model_answers_from_it(
     follow_up = llm_server.requests[1].body["messages"]
     assert follow_up[-2]["tool_calls"][0]["function"]["name"] == "order_status"
     result = json.loads(follow_up[-1]["content"])
-    assert follow_up[-1]["tool_call_id"] == "c1" and result["status"] == "shipped"
+    assert follow_up[-1]["tool_call_id"] == "c1" and result["order"]["status"] == "shipped"
+    assert "has shipped" in result["result"]  # the tenant's own reply template
+    assert d.tools_called == ["order_status -> ok"]
 
 
 async def test_a_dead_server_hands_the_turn_to_the_embedded_engine(db: TenantDB) -> None:
@@ -88,3 +91,46 @@ async def test_a_stream_that_breaks_mid_reply_ends_with_an_apology(
     d, state = dialog(db, llm_server.base_url), DialogState(caller_id="+1555")
     assert await pieces(d, state, "where is my order") == ["Your order is on its way.", APOLOGY]
     assert state.last_reply.endswith(APOLOGY)
+
+
+def tool_reply(name: str, arguments: str = "{}", call_id: str = "c1") -> Reply:
+    return Reply(events=[role_chunk(), tool_chunk(0, arguments, id=call_id, name=name),
+                         finish_chunk("tool_calls")])
+
+
+async def test_the_emergency_screen_answers_before_any_model_sees_the_words(
+    db: TenantDB, llm_server: ScriptedLlmServer,
+) -> None:
+    d, state = dialog(db, llm_server.base_url, "healthplus"), DialogState(caller_id="+1555")
+    [answer] = await pieces(d, state, "my husband can't breathe")
+    assert "911" in answer and llm_server.requests == []
+    assert state.last_reply == answer
+
+
+async def test_transfer_and_end_call_tools_set_the_hand_off_flags(
+    db: TenantDB, llm_server: ScriptedLlmServer,
+) -> None:
+    llm_server.replies = [tool_reply("transfer_to_operator"), text_reply("One moment.")]
+    d, state = dialog(db, llm_server.base_url), DialogState(caller_id="+1555")
+    assert await pieces(d, state, "a person please") == ["One moment."]
+    assert (d.transfer, d.done) == (True, False)
+    # a model that hands off without a word: the engine's words are said, not silence
+    llm_server.replies = [tool_reply("end_call"), Reply(events=[role_chunk(),
+                                                                finish_chunk("stop")])]
+    [goodbye] = await pieces(d, state, "that's all")
+    assert "Goodbye" in goodbye and (d.transfer, d.done) == (False, True)
+
+
+async def test_a_failed_model_turn_keeps_the_engines_transfer_flag(db: TenantDB) -> None:
+    d, state = dialog(db, closed_port_url()), DialogState(caller_id="+1555")
+    [answer] = await pieces(d, state, "operator please")
+    assert "connecting you" in answer and d.transfer
+
+
+async def test_a_turn_that_uses_up_its_tool_rounds_apologises(
+    db: TenantDB, llm_server: ScriptedLlmServer,
+) -> None:
+    llm_server.replies = [tool_reply("return_policy", call_id=f"c{i}") for i in range(4)]
+    d, state = dialog(db, llm_server.base_url), DialogState(caller_id="+1555")
+    assert await pieces(d, state, "returns?") == [APOLOGY]
+    assert len(llm_server.requests) == d.max_tool_rounds + 1

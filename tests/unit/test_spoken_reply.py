@@ -9,7 +9,7 @@ from voice_agent.conversation.spoken_reply import SpokenReply, heard_words
 from voice_agent.dialog.engine import DialogEngine
 from voice_agent.dialog.state import DialogState, Turn
 from voice_agent.tenants import TenantRegistry
-from voice_agent.tenants.data import open_db
+from voice_agent.tenants.data import TenantDatabases
 
 FIRST = "You can return most items within 30 days,"  # 50 frames
 SECOND = "as long as they are in their original packaging."  # 100 frames
@@ -52,7 +52,7 @@ def test_level_is_the_clause_playing() -> None:
 
 def test_history_keeps_the_played_part_and_repeat_says_it_all(tmp_path) -> None:
     engine = DialogEngine(TenantRegistry.load().resolve(["techstore"]),
-                          open_db(tmp_path / "tenants.sqlite3"))
+                          TenantDatabases(tmp_path))
     state = DialogState()
     engine.greet(state)
     full = engine.reply(state, "what is your return policy").text

@@ -68,7 +68,7 @@ def _write(directory: Path, filename: str, text: str) -> None:
 def test_load_custom_directory(tmp_path: Path) -> None:
     _write(tmp_path, "acme.yaml",
            "# comment\nname: acme\ndisplay_name: ACME Corp\ngreeting_prompt: acme-hello\n")
-    _write(tmp_path, "zeta.yaml",
+    _write(tmp_path, "zeta_2.yaml",
            "name: zeta_2\ndisplay_name: Zeta\ngreeting_prompt: beep\n")
     _write(tmp_path, "ignored.txt", "name: notatenant\n")
     registry = TenantRegistry.load(tmp_path)
@@ -114,6 +114,6 @@ def test_tenant_files_name_their_numbers_and_a_number_belongs_to_one_tenant(
            'numbers: ["200"]\n')
     _write(tmp_path, "b.yaml", 'name: b\ndisplay_name: B\ngreeting_prompt: beep\n'
            'numbers: ["201", "200"]\n')
-    with pytest.raises(TenantFileError, match=r"b\.yaml: number 200 already belongs to "
+    with pytest.raises(TenantFileError, match=r"b\.yaml:4: number 200 already belongs to "
                                               r"tenant a"):
         TenantRegistry.load(tmp_path)

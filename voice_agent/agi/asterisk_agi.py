@@ -233,7 +233,8 @@ async def default_services(settings: Settings, tenants: TenantRegistry) -> Speec
     providers = Providers(settings, tenants)
     default = providers.default
     per_tenant = {name: (p.stt, p.tts) for name, p in providers.overrides.items()}
-    services = SpeechServices(TenantDatabases(settings.data_dir), default.stt, default.tts, per_tenant=per_tenant)
+    services = SpeechServices(TenantDatabases(settings.data_dir), default.stt, default.tts,
+                              per_tenant=per_tenant)
     await providers.probe()
     log.info("loading speech models (once per process)")
     await services.warm_up()

@@ -8,10 +8,8 @@ The simulator and benchmark modules are imported inside the commands, so
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import signal
-import sqlite3
 import statistics
 import tempfile
 import threading
@@ -29,8 +27,11 @@ from voice_agent.calls.record import CallRecord
 from voice_agent.cli.common import app, console, fail, settings_from_env
 from voice_agent.config import Settings
 from voice_agent.dev.local_asterisk import LocalAsterisk, LocalAsteriskError
+from voice_agent.dialog.examples import outcome_holds
 from voice_agent.service import running_agent
-from voice_agent.tenants import TenantRegistry
+from voice_agent.tenants import Tenant, TenantRegistry
+from voice_agent.tenants.data import open_db, tenant_db_path
+from voice_agent.tenants.spec import Conversation
 
 if TYPE_CHECKING:
     from voice_agent.dev.sim.caller import CallResult
@@ -166,44 +167,42 @@ async def _call(settings: Settings, number: str, via: Via, context: str, hold: f
 
 
 class DemoTask(NamedTuple):
-    """A demo call: what the caller says, and what must be true after it."""
+    """A demo call: a tenant's ``use: demo`` example conversation, and what must hold after."""
 
-    steps: list[Step]
-    outcome: str
-    #: SQL on the tenant database with the caller id as its one parameter, or a phrase
-    #: the agent's last reply must hold; the outcome holds when it finds something.
-    query: str = ""
-    reply_has: str = ""
+    tenant: Tenant
+    conversation: Conversation
 
+    @property
+    def steps(self) -> list[Step]:
+        from voice_agent.dev.sim.conversation import steps_of
 
-def demo_scripts() -> dict[str, DemoTask]:
-    """What the demo says to each tenant: a task per tenant, completed by voice."""
-    from voice_agent.dev.sim.conversation import Step
+        return steps_of(self.conversation)
 
-    return {
-        "18005551234": DemoTask(
-            [Step("Where is my order one two three four five?")],
-            "techstore told the caller that order 12345 has shipped", reply_has="shipped"),
-        "18005555678": DemoTask(
-            [Step("I would like an appointment next Monday at three PM "
-                  "at the downtown clinic."), Step("Yes please.")],
-            "healthplus booked the caller at the downtown clinic",
-            query="SELECT id FROM appointments WHERE caller_id = ? AND clinic = 'Downtown' "
-                  "AND status = 'booked'"),
-        "18005559999": DemoTask(
-            [Step("I would like to register for a course."), Step(dtmf="1"), Step("Yes.")],
-            "edulearn enrolled the caller in a course",
-            query="SELECT course_code FROM enrolments WHERE caller_id = ?"),
-    }
+    @property
+    def outcome(self) -> str:
+        done = self.conversation.outcome
+        return done.description if done else f"{self.tenant.name}: {self.conversation.name}"
 
 
-def task_done(task: DemoTask, record: CallRecord, db: Path) -> bool:
+def demo_scripts(registry: TenantRegistry | None = None) -> dict[str, DemoTask]:
+    """What the demo says: each tenant's first ``use: demo`` conversation, by number dialled."""
+    tasks = {}
+    for tenant in registry or TenantRegistry.load():
+        example = next((c for c in tenant.conversations if "demo" in c.use), None)
+        if example is not None and tenant.numbers:
+            tasks[example.number or tenant.numbers[0]] = DemoTask(tenant, example)
+    return tasks
+
+
+def task_done(task: DemoTask, record: CallRecord, data_dir: Path) -> bool:
     """Whether ``task``'s outcome holds after the call ``record`` describes."""
-    if task.reply_has:
-        replies = [turn.get("reply") or "" for turn in record.turns]
-        return bool(replies) and task.reply_has in replies[-1].lower()
-    with contextlib.closing(sqlite3.connect(db)) as connection:
-        return bool(connection.execute(task.query, (record.caller or "anonymous",)).fetchall())
+    outcome = task.conversation.outcome
+    replies = [turn.get("reply") or "" for turn in record.turns]
+    if outcome is None:
+        return bool(replies)
+    db = open_db(tenant_db_path(task.tenant.name, data_dir), task.tenant.data_sql)
+    return outcome_holds(outcome, db, record.caller or "anonymous",
+                         replies[-1] if replies else "")
 
 
 def _steps(say: list[str], barge_in_after: float | None, dtmf: str) -> list[Step]:
@@ -307,8 +306,7 @@ def demo(
                                   f"({DEMO_NUMBERS[number]}) …")
                     dialogues[number] = await _talk(settings, number, task.steps, Via.sip)
                     await manager.admission.wait_idle(10)
-                    done[number] = task_done(task, manager.completed[-1],
-                                             Path(data) / "tenants.sqlite3")
+                    done[number] = task_done(task, manager.completed[-1], Path(data))
                 return routing, dialogues, done
 
     try:

@@ -68,8 +68,13 @@ class TenantDB:
             yield self._conn
 
     def close(self) -> None:
+        """Close the connection; :func:`open_db` opens a new one for this path after."""
         with self._lock:
             self._conn.close()
+        with _open_lock:
+            for key, db in list(_open.items()):
+                if db is self:
+                    del _open[key]
 
     def _create_and_seed(self) -> None:
         # The tenant's data.sql uses CREATE TABLE IF NOT EXISTS and INSERT OR IGNORE,

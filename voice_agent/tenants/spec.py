@@ -189,8 +189,13 @@ class Conversation(_Strict):
     """An example conversation: documentation, a test, and what the demo and benchmarks say."""
 
     name: str
+    number: str | None = Field(None, description="The number a call dials for it "
+                               "(default: the tenant's first).")
     caller: str = "+15550123"
     today: str | None = Field(None, description="ISO date the text run pretends is today.")
-    use: list[Literal["demo", "latency", "paused", "load"]] = Field(default_factory=list)
+    use: list[Literal["demo", "latency", "paused", "barge_in", "load"]] = Field(
+        default_factory=list, description="Where else it is said: the demo, bench latency "
+        "(each step a question), paused (a mid-sentence pause probe), barge_in (step 2 "
+        "interrupts step 1's long answer), load (step 1 is every load call's question).")
     steps: list[ConversationStep] = Field(min_length=1)
     outcome: ConversationOutcome | None = None

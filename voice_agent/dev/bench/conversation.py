@@ -50,7 +50,14 @@ from voice_agent.calls.record import CallRecord, CallState
 from voice_agent.config import Settings
 from voice_agent.dev.bench.media import RESULTS, _git_commit, machine, write_result
 from voice_agent.dev.impair import PROFILES, Flood, Impairment
-from voice_agent.dev.sim.conversation import Exchange, ScriptedCaller, Step, word_error_rate
+from voice_agent.dev.sim.conversation import (
+    Exchange,
+    ScriptedCaller,
+    Step,
+    examples,
+    steps_of,
+    word_error_rate,
+)
 from voice_agent.dev.sim.phone import SimPhone
 from voice_agent.dev.sim.signals import speech
 from voice_agent.media.rtp_transport import RtpCallAudio
@@ -59,24 +66,16 @@ from voice_agent.service import running_agent
 
 Progress = Callable[[str], None]
 
-#: Questions each tenant answers without changing state, asked in turn.
-QUESTIONS = {
-    "18005551234": ["Where is my order one two three four five?",
-                    "Do you have the laptop in stock?"],
-    "18005555678": ["What are your opening hours?",
-                    "When is the riverside clinic open?"],
-    "18005559999": ["What courses do you offer?",
-                    "I would like to register for a course."],
-}
-#: Sentences with a pause mid-way, longer than the fixed end-of-turn silence: the agent
-#: must wait for the rest. An answer to the first half alone is a cut-off caller.
-PAUSED = {
-    "18005551234": [Step("My order number is", then="one two three four five"),
-                    Step("Do you have", then="a laptop in stock?")],
-    "18005555678": [Step("I would like an appointment", then="next Monday at three PM at "
-                         "the downtown clinic.")],
-    "18005559999": [Step("I would like to register for", then="a course.")],
-}
+#: Questions each tenant answers, asked in turn: its examples marked ``use: latency``.
+QUESTIONS: dict[str, list[str]] = {}
+for _number, _example in examples("latency"):
+    QUESTIONS.setdefault(_number, []).extend(s.say for s in _example.steps)
+#: Sentences with a pause mid-way, longer than the fixed end-of-turn silence (examples
+#: marked ``use: paused``): the agent must wait for the rest. An answer to the first
+#: half alone is a cut-off caller.
+PAUSED: dict[str, list[Step]] = {}
+for _number, _example in examples("paused"):
+    PAUSED.setdefault(_number, []).extend(steps_of(_example))
 STACK = "embedded: silero VAD, whisper tiny.en, dialog engine, piper joe-medium"
 STAGES = ("endpointing", "stt", "reply", "tts_first_audio", "network_playout")
 TURNS_PER_CALL = 5
@@ -335,8 +334,11 @@ LEVELS_DB = (0.0, -6.0, -12.0, -18.0)
 PATHS = ("sip", "local")
 #: espeak-ng voices the interrupting callers take turns with.
 VOICES = ("en-us", "en-gb-x-rp", "en-029")
-RETURN_POLICY = "What is your return policy?"
-INTERRUPTION = "Where is my order one two three four five?"
+#: The example marked ``use: barge_in``: its first question has a long answer, which
+#: its second interrupts.
+BARGE_IN_NUMBER, _BARGE_IN = examples("barge_in")[0]
+LONG_ANSWER, INTERRUPTION = (s.say for s in _BARGE_IN.steps[:2])
+INTERRUPTION_ANSWER = _BARGE_IN.steps[1].expect
 BACKCHANNEL = "Uh-huh."
 
 
@@ -347,7 +349,7 @@ async def _interruptions(settings: Settings, stt: WhisperStt, manager: SessionMa
     for i in range(count):
         after, voice = 1.0 + (i % 4) * 0.5, VOICES[i % len(VOICES)]
         exchanges, record = await _one_call(
-            settings, stt, "100", [Step(RETURN_POLICY),
+            settings, stt, BARGE_IN_NUMBER, [Step(LONG_ANSWER),
                                    Step(INTERRUPTION, barge_in_after=after)],
             lambda: _session_record(manager), via=path, gain_db=level, voice=voice)
         assert record is not None
@@ -357,7 +359,8 @@ async def _interruptions(settings: Settings, stt: WhisperStt, manager: SessionMa
             "stop_at_caller_s": exchanges[-1].barge_in_stop_s,
             "pause_s": cut["paused"] - cut["onset"] if cut else None,
             "decide_s": cut["detected"] - cut["onset"] if cut else None,
-            "answered_new_question": "shipped" in (record.turns[-1].get("reply") or ""),
+            "answered_new_question": INTERRUPTION_ANSWER.lower() in
+            (record.turns[-1].get("reply") or "").lower(),
             "heard_answer": exchanges[-1].heard})
         stop = rows[-1]["stop_at_caller_s"]
         progress(f"{path} {level:+.0f} dB {voice}: stop at caller "
@@ -370,9 +373,9 @@ async def _over_the_reply(settings: Settings, stt: WhisperStt, manager: SessionM
                           sound: np.ndarray, after: float) -> CallRecord:
     """Ask for the long reply, play ``sound`` ``after`` s into it; the call's record."""
     async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
-        call = await phone.dial("100", audio=True, via="sip")
+        call = await phone.dial(BARGE_IN_NUMBER, audio=True, via="sip")
         async with ScriptedCaller(call, stt) as caller:
-            await caller.run([Step(RETURN_POLICY)])
+            await caller.run([Step(LONG_ANSWER)])
             await asyncio.sleep(after)
             await call.say(sound)
             await caller.finish()

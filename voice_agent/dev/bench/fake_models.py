@@ -33,8 +33,8 @@ LLM_TOKEN_SECONDS = 0.02
 TTS_FIRST_AUDIO_SECONDS = 0.10
 TTS_SECONDS_PER_CHAR = 0.03
 TTS_RATE = 24000
-TRANSCRIPT = "Do you have a laptop in stock?"
-REPLY = ("Yes, the AeroBook 14 laptop is in stock. We have seven of them, at eight hundred "
+TRANSCRIPT = "Do you have it in stock?"
+REPLY = ("Yes, that model is in stock right now. We have seven of them, at eight hundred "
          "ninety nine dollars each. Is there anything else I can help you with today?")
 #: What every result of a run with these servers carries, so nobody mistakes them for models.
 LABEL = (f"fake (OpenAI-compatible fake servers, fixed latencies: STT {STT_SECONDS * 1000:.0f} ms, "

@@ -60,6 +60,7 @@ from voice_agent.dev.bench.media import (
     write_result,
 )
 from voice_agent.dev.model_servers import free_tcp_port
+from voice_agent.dev.sim.conversation import examples
 from voice_agent.dev.sim.phone import SimPhone
 from voice_agent.dev.sim.signals import speech
 from voice_agent.media.rtp import RtpParseError, parse_rtp
@@ -69,8 +70,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-NUMBER = "18005551234"  # techstore: the fake transcript and reply are about its stock
-QUESTION = "Do you have a laptop in stock?"
+#: Every load call asks the first question of the example marked ``use: load``.
+NUMBER, _EXAMPLE = examples("load")[0]
+QUESTION = _EXAMPLE.steps[0].say
 LOUD = 400.0  # mean |sample| of a µ-law frame that counts as agent speech
 AGENT_DONE_S = 0.6  # this much quiet after loud packets: the agent finished speaking
 BARGE_AFTER_S = 1.0  # the interrupting caller starts this long into the reply

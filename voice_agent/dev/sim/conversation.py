@@ -31,6 +31,8 @@ from voice_agent.audio.frames import FRAME_SECONDS
 from voice_agent.dev.sim.phone import PhoneCall, SimPhone
 from voice_agent.dev.sim.signals import rms_envelope, speech
 from voice_agent.providers.stt import SpeechToText, normalize_words
+from voice_agent.tenants import TenantRegistry
+from voice_agent.tenants.spec import Conversation
 
 #: RMS (PCM16) above which a 20 ms frame counts as someone speaking; line silence is < 50.
 LOUD = 300.0
@@ -303,3 +305,15 @@ async def talk(ari_url: str, user: str, password: str, number: str, steps: list[
 
 async def _sleep_until(when: float) -> None:
     await asyncio.sleep(max(0.0, when - time.monotonic()))
+
+
+def examples(use: str) -> list[tuple[str, Conversation]]:
+    """Every tenant's example conversations marked ``use``, each with the number it dials."""
+    return [(c.number or t.numbers[0], c) for t in TenantRegistry.load() if t.numbers
+            for c in t.conversations if use in c.use]
+
+
+def steps_of(conversation: Conversation) -> list[Step]:
+    """A tenant's example conversation as the simulated caller's steps."""
+    return [Step(say=s.say or None, dtmf=s.dtmf or None, then=s.then or None)
+            for s in conversation.steps]
