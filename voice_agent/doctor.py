@@ -190,7 +190,8 @@ async def _check_route(ari: AriClient, app: str, number: str, tenant: str,
                             other_channel_id=theirs, caller_id="doctor <0>")
     except AriError as exc:
         return Check(name, False, f"cannot dial {number}@{context}: {exc}",
-                     f"add {number} to [{context}] (see voice_agent/dev/config/extensions.conf)")
+                     f"add {number} to [{context}] (`voice-agent tenants dialplan` "
+                     "prints the routes)")
     try:
         found = ""
         deadline = asyncio.get_running_loop().time() + ROUTE_TIMEOUT

@@ -26,8 +26,8 @@ from voice_agent.dev.local_asterisk import LocalAsterisk
 from voice_agent.dev.sim.conversation import ScriptedCaller
 from voice_agent.dev.sim.phone import PhoneCall, SimPhone
 from voice_agent.providers.stt import WhisperStt
-from voice_agent.tenants.data import tenant_db_path
 from voice_agent.service import running_agent
+from voice_agent.tenants.data import tenant_db_path
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -50,12 +50,12 @@ from voice_agent.agi.sequential import SpeechServices
 from voice_agent.audio.wav import wav_bytes
 from voice_agent.calls.record import TENANT_VARIABLE, CallState
 from voice_agent.config import Settings
-from voice_agent.dev.local_asterisk import CONFIG_DIR
 from voice_agent.dialog.llm_dialog import APOLOGY
 from voice_agent.providers.errors import ProviderConnectionError
 from voice_agent.providers.stt import Transcript
 from voice_agent.tenants import TenantRegistry
 from voice_agent.tenants.data import TenantDatabases
+from voice_agent.tenants.dialplan import dialplan
 
 ORDER_QUESTION = "where is my order one two three four five"
 
@@ -219,7 +219,7 @@ def test_agi_listen_address_comes_from_the_environment(monkeypatch: pytest.Monke
 
 
 def _context(name: str) -> list[str]:
-    text = (CONFIG_DIR / "extensions.conf").read_text()
+    text = dialplan(TenantRegistry.load())  # what the dev Asterisk includes
     return text.split(f"\n[{name}]\n")[1].split("\n\n")[0].splitlines()
 
 

@@ -10,10 +10,13 @@ from voice_agent.dev import local_asterisk
 from voice_agent.dev.local_asterisk import (
     CONFIG_DIR,
     DEFAULT_MIRROR,
+    TENANTS_CONF,
     LocalAsterisk,
     LocalAsteriskError,
     host_mirror,
 )
+from voice_agent.tenants import TenantRegistry
+from voice_agent.tenants.dialplan import dialplan
 
 
 def _local(root: Path) -> LocalAsterisk:
@@ -49,7 +52,9 @@ def test_install_configs_copies_once(tmp_path: Path) -> None:
     (local.root / "etc/asterisk").mkdir(parents=True)
     assert local.install_configs() is True
     installed = {p.name for p in (local.root / "etc/asterisk").iterdir()}
-    assert {"ari.conf", "http.conf", "extensions.conf", "pjsip.conf"} <= installed
+    assert {"ari.conf", "http.conf", "extensions.conf", "pjsip.conf", TENANTS_CONF} <= installed
+    assert (local.root / "etc/asterisk" / TENANTS_CONF).read_text() == dialplan(
+        TenantRegistry.load())
     assert local.install_configs() is False  # idempotent: nothing changed
     (local.root / "etc/asterisk/ari.conf").write_text("tampered")
     assert local.install_configs() is True
@@ -58,7 +63,8 @@ def test_install_configs_copies_once(tmp_path: Path) -> None:
 
 
 def test_shipped_dialplan_routes_exactly_the_four_numbers() -> None:
-    text = (CONFIG_DIR / "extensions.conf").read_text()
+    assert f"#include {TENANTS_CONF}" in (CONFIG_DIR / "extensions.conf").read_text()
+    text = dialplan(TenantRegistry.load())
     context = text.split("\n[voice-agent-ari]\n")[1].split("\n[")[0]
     routes = {line.split("=>")[1].split(",")[0].strip(): line.split("Stasis(")[1].rstrip(")")
               for line in context.splitlines() if line.startswith("exten =>")}

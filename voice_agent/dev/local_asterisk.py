@@ -24,7 +24,12 @@ from pathlib import Path
 
 import httpx
 
+from voice_agent.tenants import TenantRegistry
+from voice_agent.tenants.dialplan import dialplan
+
 CONFIG_DIR = Path(__file__).parent / "config"
+#: The generated dialplan extensions.conf includes (``voice-agent tenants dialplan``).
+TENANTS_CONF = "voice-agent-tenants.conf"
 HOST_COMMANDS = {"mmdebstrap": "mmdebstrap", "sipp": "sip-tester", "sox": "sox",
                  "espeak-ng": "espeak-ng"}
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -145,12 +150,14 @@ class LocalAsterisk:
         self.progress(f"provisioned asterisk {version}")
 
     def install_configs(self) -> bool:
-        """Copy our configs into the chroot; True when any file changed."""
+        """Copy our configs into the chroot, with the tenants' dialplan generated from
+        their files (:data:`TENANTS_CONF`); True when any file changed."""
         target = self.root / "etc/asterisk"
         changed = False
-        for source in sorted(CONFIG_DIR.glob("*.conf")):
-            destination = target / source.name
-            new = source.read_bytes()
+        files = {source.name: source.read_bytes() for source in sorted(CONFIG_DIR.glob("*.conf"))}
+        files[TENANTS_CONF] = dialplan(TenantRegistry.load()).encode()
+        for name, new in files.items():
+            destination = target / name
             if not destination.exists() or destination.read_bytes() != new:
                 destination.write_bytes(new)
                 changed = True

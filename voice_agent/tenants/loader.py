@@ -56,8 +56,11 @@ class TenantSource:
     def locate(self, part: str, loc: tuple[str | int, ...]) -> tuple[Path, int | None]:
         """The file and line of ``loc`` inside the tenant's ``part`` (``"intents"`` …)."""
         filename = next((f for f, p in PARTS.items() if p == part), "tenant.yaml")
-        path, doc = self.docs.get(filename) or self.docs["tenant.yaml"]
-        return path, line_of(doc, loc)
+        if filename in self.docs:
+            path, doc = self.docs[filename]
+            return path, line_of(doc, loc)
+        path, doc = self.docs["tenant.yaml"]  # a one-file tenant: the part is a key in it
+        return path, line_of(doc, (part, *loc) if part in PARTS.values() else loc)
 
 
 def tenant_files(directory: Path) -> Iterator[Path]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SlotType = Literal["digits", "date", "time", "choice", "yes_no", "text"]
 #: Names the engine binds in every template and query besides slots and results.
@@ -174,6 +174,14 @@ class ConversationStep(_Strict):
                       "silence: a caller who pauses mid-sentence.")
     dtmf: str = ""
     expect: str = Field("", description="Words the agent's answer must contain.")
+
+    @field_validator("say", "then", "dtmf", "expect", mode="before")
+    @classmethod
+    def _quoted(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("YAML read this as true/false: put it in quotes, "
+                             "e.g. say: \"yes\"")
+        return value
 
 
 class ConversationOutcome(_Strict):
