@@ -6,9 +6,11 @@ exactly the same service in-process that ``voice-agent serve`` runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
@@ -22,7 +24,7 @@ from voice_agent.conversation.echo import EchoAgent
 from voice_agent.history import call_history
 from voice_agent.media.media_clock import MediaClock
 from voice_agent.media.rtp_transport import RtpMediaServer
-from voice_agent.tenants import TenantRegistry
+from voice_agent.tenants import TenantFileError, TenantRegistry, tenants_directory
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +53,46 @@ async def _agent(settings: Settings, tenants: TenantRegistry) -> CallAgent | Non
     return None
 
 
+def checked_tenants(directory: Path | None = None) -> TenantRegistry:
+    """The tenants in ``directory`` (default: the configured ones), only if every check of
+    ``voice-agent tenants check`` passes; else :class:`TenantFileError` listing them all."""
+    from voice_agent.dialog.tenant_check import check_directory
+
+    _, problems = check_directory(directory or tenants_directory())
+    if problems:
+        raise TenantFileError("\n".join(f"tenant file {p}" for p in problems))
+    return TenantRegistry.load(directory)
+
+
+async def reload_tenants(tenants: TenantRegistry, directory: Path | None = None) -> bool:
+    """Re-read the tenant files into ``tenants`` (SIGHUP). A set that fails its checks is
+    not taken: the running one stays, and the log says why. Calls in progress keep the
+    tenant they started with."""
+    try:
+        fresh = await asyncio.to_thread(checked_tenants, directory)
+    except TenantFileError as exc:
+        log.error("tenants NOT reloaded, the running set stays (%s):\n%s",
+                  ", ".join(tenants.names), exc)
+        return False
+    tenants.replace(fresh)
+    log.info("tenants reloaded: %s", ", ".join(tenants.names))
+    return True
+
+
 @contextlib.asynccontextmanager
 async def running_agent(
-    settings: Settings, *, drain_seconds: float = 0.0, agent: CallAgent | None = None
+    settings: Settings, *, drain_seconds: float = 0.0, agent: CallAgent | None = None,
+    tenants: TenantRegistry | None = None,
 ) -> AsyncIterator[SessionManager]:
     """Run the agent for the duration of the ``async with`` block.
 
     ``agent`` overrides ``settings.agent`` (tests and benchmarks plug in their
-    own). On exit, new calls are refused, live calls get ``drain_seconds`` to
-    end by themselves, then the rest are hung up and every task is awaited.
+    own); ``tenants`` is the registry to serve (default: :func:`checked_tenants`;
+    ``serve`` passes its own so SIGHUP can reload it). On exit, new calls are
+    refused, live calls get ``drain_seconds`` to end by themselves, then the rest
+    are hung up and every task is awaited.
     """
-    tenants = TenantRegistry.load()
+    tenants = tenants or checked_tenants()
     agent = agent or await _agent(settings, tenants)
     clock = MediaClock()
     rtp = RtpMediaServer(clock)

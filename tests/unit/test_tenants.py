@@ -117,3 +117,34 @@ def test_tenant_files_name_their_numbers_and_a_number_belongs_to_one_tenant(
     with pytest.raises(TenantFileError, match=r"b\.yaml:4: number 200 already belongs to "
                                               r"tenant a"):
         TenantRegistry.load(tmp_path)
+
+
+async def test_a_reload_takes_a_valid_set_and_keeps_the_running_one_on_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    from voice_agent.service import checked_tenants, reload_tenants
+    from voice_agent.tenants import TENANTS_DIR
+
+    shutil.copytree(TENANTS_DIR, tmp_path / "t", ignore=shutil.ignore_patterns("*.py",
+                                                                                "__pycache__"))
+    registry = checked_tenants(tmp_path / "t")
+    in_call = registry.resolve(["techstore"])  # what a live call holds
+    tenant_file = tmp_path / "t/techstore/tenant.yaml"
+    tenant_file.write_text(tenant_file.read_text().replace("Hi, this is TechStore.",
+                                                           "Hello from TechStore."))
+    _write(tmp_path / "t", "acme.yaml", "name: acme\ndisplay_name: ACME\ngreeting_prompt: x\n")
+    assert await reload_tenants(registry, tmp_path / "t")
+    assert registry.resolve(["techstore"]).greeting.startswith("Hello from TechStore.")
+    assert in_call.greeting.startswith("Hi, this is TechStore.")  # the call keeps its version
+    assert "acme" in registry.names
+    # a broken set (a template naming a slot the intent lacks) is refused as a whole
+    intents = tmp_path / "t/edulearn/intents.yaml"
+    intents.write_text(intents.read_text().replace("{{ course.title }} runs",
+                                                   "{{ cours.title }} runs", 1))
+    (tmp_path / "t/acme.yaml").unlink()
+    assert not await reload_tenants(registry, tmp_path / "t")
+    assert "acme" in registry.names
+    assert "tenants NOT reloaded" in caplog.text and "names 'cours'" in caplog.text
+    with pytest.raises(TenantFileError, match=r"intents\.yaml:\d+: intent enrol: names 'cours'"):
+        checked_tenants(tmp_path / "t")

@@ -244,13 +244,14 @@ async def default_services(settings: Settings, tenants: TenantRegistry) -> Speec
 @contextlib.asynccontextmanager
 async def running_agi_server(
     settings: Settings, *, drain_seconds: float = 0.0, services: SpeechServices | None = None,
-    host: str | None = None, port: int | None = None,
+    host: str | None = None, port: int | None = None, tenants: TenantRegistry | None = None,
 ) -> AsyncIterator[FastAgiServer]:
-    """Run the FastAGI server for the ``async with`` block (tests pass their own services).
+    """Run the FastAGI server for the ``async with`` block (tests pass their own services;
+    ``voice-agent agi`` passes its checked, reloadable tenants).
 
     Raises :class:`AgiError` when it cannot listen or its audio directory is not usable.
     """
-    tenants = TenantRegistry.load()
+    tenants = tenants or TenantRegistry.load()
     owned = services is None
     services = services or await default_services(settings, tenants)
     server = FastAgiServer(settings, tenants, services)

@@ -24,7 +24,7 @@ from voice_agent.ari.asterisk_ari import AriError
 from voice_agent.cli.common import app, console, fail, settings_from_env
 from voice_agent.dashboard.views import for_service, token_path
 from voice_agent.history import call_history
-from voice_agent.service import running_agent
+from voice_agent.service import checked_tenants, reload_tenants, running_agent
 from voice_agent.tenants import TenantFileError, TenantRegistry
 from voice_agent.web import WebError, running_web
 
@@ -45,7 +45,8 @@ def serve(
         help="Write media timing, task and fd stats (JSON) here every 5 s and on exit "
         "(used by benchmarks).")] = None,
 ) -> None:
-    """Answer calls in the Stasis app until SIGINT/SIGTERM (graceful drain on stop)."""
+    """Answer calls in the Stasis app until SIGINT/SIGTERM (graceful drain on stop).
+    SIGHUP re-reads the tenant files; a set that fails its checks is not taken."""
     settings = settings_from_env(max_calls=max_calls, agent=agent, echo_delay_ms=echo_delay_ms,
                          media_transport=transport)
 
@@ -54,15 +55,18 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # Refuse to start on any problem `voice-agent tenants check` would report.
+        tenants = checked_tenants()
+        _reload_on_sighup(loop, tenants)
         managers: list[SessionManager] = []  # the dashboard's live calls, once the agent runs
         dashboard = None
         if settings.web_port:  # port 0: no web server, so no dashboard and no token
-            dashboard, made = for_service(settings, TenantRegistry.load(), lambda: [
+            dashboard, made = for_service(settings, tenants, lambda: [
                 session.record for manager in managers for session in manager.sessions.values()])
             if made:
                 _show_new_token(dashboard.token, token_path(settings))
         async with running_web(settings, dashboard), \
-                running_agent(settings, drain_seconds=drain_seconds) as manager:
+                running_agent(settings, drain_seconds=drain_seconds, tenants=tenants) as manager:
             managers.append(manager)
             with contextlib.suppress(AriError):
                 await manager.wait_connected(settings.request_timeout)
@@ -89,6 +93,19 @@ def serve(
         raise fail(str(exc), 2) from exc
 
 
+_reloads: set[asyncio.Task[bool]] = set()
+
+
+def _reload_on_sighup(loop: asyncio.AbstractEventLoop, tenants: TenantRegistry) -> None:
+    """SIGHUP re-reads the tenant files into ``tenants`` (see :func:`reload_tenants`)."""
+    def reload() -> None:
+        task = loop.create_task(reload_tenants(tenants))
+        _reloads.add(task)
+        task.add_done_callback(_reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+
+
 def _show_new_token(token: str, path: Path) -> None:
     """A token made at this start: on a terminal, shown once; in a log, never (only
     where it is kept)."""
@@ -112,7 +129,8 @@ def agi(
     drain_seconds: Annotated[float, typer.Option(help="On SIGTERM, let live calls run this "
                                                  "long before hanging them up.")] = 10.0,
 ) -> None:
-    """Run the FastAGI fallback: record, transcribe, answer, play, in turns.
+    """Run the FastAGI fallback: record, transcribe, answer, play, in turns (SIGHUP
+    re-reads the tenant files).
 
     The same tenants, speech models and dialog engine as `serve --agent
     conversation`, without streaming or barge-in. Asterisk reaches it with
@@ -132,10 +150,13 @@ def agi(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        tenants = checked_tenants()
+        _reload_on_sighup(loop, tenants)
         web = settings.model_copy(update={"web_port": settings.agi_web_port})
-        with call_history(settings, TenantRegistry.load()) as history:
+        with call_history(settings, tenants) as history:
             async with running_web(web), \
-                    running_agi_server(settings, drain_seconds=drain_seconds) as server:
+                    running_agi_server(settings, drain_seconds=drain_seconds,
+                                       tenants=tenants) as server:
                 if history is not None:
                     server.admission.listeners.append(history.submit)
                 logging.info("ready: FastAGI on %s:%d (Ctrl-C to stop)", settings.agi_host,

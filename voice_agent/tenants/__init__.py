@@ -57,6 +57,11 @@ class TenantRegistry:
             raise TenantFileError("\n".join(f"tenant file {p}" for p in problems))
         return cls(source.tenant for source in sources)
 
+    def replace(self, fresh: TenantRegistry) -> None:
+        """Take ``fresh``'s tenants (a reload). Everything holding this registry sees
+        them from the next lookup; a call keeps the :class:`Tenant` it resolved."""
+        self._by_name = dict(fresh._by_name)
+
     def __iter__(self) -> Iterator[Tenant]:
         return iter(self._by_name.values())
 
