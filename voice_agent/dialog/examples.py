@@ -10,7 +10,6 @@ of "the task was done", shared with the demo's real calls.
 
 from __future__ import annotations
 
-import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -38,24 +37,29 @@ def outcome_holds(outcome: ConversationOutcome, db: TenantDB, caller: str,
     return True
 
 
+class _Scratch(TenantDatabases):
+    """A fresh in-memory copy of the tenant's data for each rehearsal (no files, no fsync)."""
+
+    def of(self, tenant: str, data_sql: str = "") -> TenantDB:
+        return TenantDB(Path(":memory:"), data_sql)
+
+
 def rehearse(tenant: Tenant, conversation: Conversation) -> list[str]:
     """Play ``conversation`` to the rule engine on fresh data; what went wrong, if anything."""
-    with tempfile.TemporaryDirectory(prefix="voice-agent-rehearsal-") as scratch:
-        today = date.fromisoformat(conversation.today) if conversation.today else date.today()
-        engine = DialogEngine(tenant, TenantDatabases(Path(scratch)),
-                              today=lambda: today)
-        state = DialogState(caller_id=conversation.caller)
-        engine.greet(state)
-        problems, reply = [], ""
-        try:
-            for number, step in enumerate(conversation.steps, 1):
-                reply = engine.reply(state, spoken(step)).text
-                if step.expect and step.expect.lower() not in reply.lower():
-                    problems.append(f"step {number} ({spoken(step)!r}): the agent said "
-                                    f"{reply!r}, without {step.expect!r}")
-            outcome = conversation.outcome
-            if outcome and not outcome_holds(outcome, engine.db, conversation.caller, reply):
-                problems.append(f"outcome not true afterwards: {outcome.description}")
-        finally:
-            engine.db.close()
+    today = date.fromisoformat(conversation.today) if conversation.today else date.today()
+    engine = DialogEngine(tenant, _Scratch(), today=lambda: today)
+    state = DialogState(caller_id=conversation.caller)
+    engine.greet(state)
+    problems, reply = [], ""
+    try:
+        for number, step in enumerate(conversation.steps, 1):
+            reply = engine.reply(state, spoken(step)).text
+            if step.expect and step.expect.lower() not in reply.lower():
+                problems.append(f"step {number} ({spoken(step)!r}): the agent said "
+                                f"{reply!r}, without {step.expect!r}")
+        outcome = conversation.outcome
+        if outcome and not outcome_holds(outcome, engine.db, conversation.caller, reply):
+            problems.append(f"outcome not true afterwards: {outcome.description}")
+    finally:
+        engine.db.close()
     return problems

@@ -45,6 +45,12 @@ def _row_words(row: Mapping[str, Any], columns: Sequence[str]) -> set[str]:
                                                     str(row[column] or "").lower()).split()}
 
 
+def _near(pattern: str, norm: str) -> list[str]:
+    """The numbers in ``norm`` said right before or after ``pattern`` ("for 4", "4 people")."""
+    found = re.finditer(rf"(?:\b(?:{pattern})\s+(\d+)\b)|(?:\b(\d+)\s+(?:{pattern})\b)", norm)
+    return [m.group(1) or m.group(2) for m in found]
+
+
 def pick(choices: Choices, rows: Sequence[Mapping[str, Any]], norm: str, *,
          awaited: bool) -> Choice | None:
     """The row the words name, or (when asked) the one picked by position or key press."""
@@ -67,6 +73,8 @@ def parse(slot: Slot, norm: str, raw: str, today: date, *, awaited: bool,
           rows: Sequence[Mapping[str, Any]] = ()) -> Any:
     """The value of ``slot`` in the normalised words ``norm``, or ``None``."""
     if slot.type == "digits":
+        if slot.near is not None and not awaited:
+            norm = " ".join(_near(slot.near, norm))
         digits = digit_run(norm, min_len=slot.min_length)
         if digits is not None and slot.max_length and len(digits) > slot.max_length:
             return None

@@ -135,6 +135,8 @@ class _TenantChecker:
             known |= {step.as_} if step.as_ else set()
         for slot_name, slot in intent.slots.items():
             at = (*where, "slots", slot_name)
+            if slot.near is not None:
+                yield from self._regex("intents", (*at, "near"), slot.near)
             yield from self._template(name, slot.ask, (*at, "ask"), known)
             if slot.default is not None:
                 yield from self._template(name, slot.default, (*at, "default"), known,

@@ -53,6 +53,10 @@ class Slot(_Strict):
     min_length: int = Field(1, ge=1, description="digits: fewest digits that make a value; "
                             "the turn ends as soon as this many were said.")
     max_length: int | None = Field(None, ge=1, description="digits: most digits.")
+    near: str | None = Field(None, description="digits: a regular expression that must come "
+                             "right before or after the number ('people|guests', 'for') "
+                             "unless the slot was just asked for; for small counts that "
+                             "a time or a date in the same sentence would otherwise fill.")
     choices: Choices | None = None
     default: str | None = Field(None, description="Jinja expression giving the value when "
                                 "the intent starts (e.g. from a lookup result).")
