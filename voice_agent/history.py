@@ -14,7 +14,7 @@ stores what is queued before the process exits, so a SIGTERM mid-call still
 records that call (outcome ``interrupted``).
 
 What is stored is redacted: caller transcripts pass through the dialog's
-identity redaction, and a tenant with ``redact_caller: true`` (healthplus) gets
+identity redaction, and a tenant with ``redact_caller: true`` (health data) gets
 its callers' numbers replaced.
 """
 

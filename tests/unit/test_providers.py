@@ -92,6 +92,19 @@ def test_urls_pick_the_protocol_and_keep_the_embedded_model_behind() -> None:
     assert len(providers.remotes) == 3
 
 
+def test_a_tenants_voice_goes_to_the_tts_server_for_its_calls_only() -> None:
+    shipped = TenantRegistry.load()
+    tenants = TenantRegistry(
+        Tenant.model_validate({**t.model_dump(), "voice": "shimmer" if t.name == "edulearn"
+                               else ""}) for t in shipped)
+    served = Providers(Settings(tts_url="http://127.0.0.1:8000/v1"), tenants)
+    voiced = served.for_tenant("edulearn").tts
+    assert isinstance(voiced, TtsChain) and voiced.providers[0].voice == "shimmer"
+    assert served.for_tenant("healthplus") is served.default
+    embedded = Providers(Settings(), tenants)  # Piper has one voice: nothing to change
+    assert embedded.for_tenant("edulearn").tts is embedded.default.tts
+
+
 def test_without_embedded_fallback_the_server_stands_alone() -> None:
     providers = Providers(Settings(stt_url="http://127.0.0.1:8000/v1", embedded_fallback=False),
                           TenantRegistry.load())

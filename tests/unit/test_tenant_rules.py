@@ -43,7 +43,8 @@ def garage(url: str, timeout: float = 2.0) -> Tenant:
 def test_a_webhook_action_posts_the_slots_and_speaks_its_answer(tmp_path: Path) -> None:
     server = CannedHttpServer(body=json.dumps({"reference": "R42"}).encode())
     try:
-        engine = DialogEngine(garage(server.base_url), TenantDatabases(tmp_path), today=lambda: TODAY)
+        engine = DialogEngine(garage(server.base_url), TenantDatabases(tmp_path),
+                              today=lambda: TODAY)
         state = DialogState(caller_id="+1555")
         assert engine.reply(state, "I need a repair").text == "What is the number plate?"
         assert engine.reply(state, "AB 123 CD").text == "Which day?"

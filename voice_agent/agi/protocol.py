@@ -67,7 +67,7 @@ class AgiRequest:
 
     @property
     def script(self) -> str:
-        """The URL path after host:port, e.g. ``techstore`` for ``agi://h:4573/techstore``."""
+        """The URL path after host:port, e.g. ``acme`` for ``agi://h:4573/acme``."""
         return self.get("network_script").strip("/")
 
     @property

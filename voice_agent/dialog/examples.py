@@ -37,7 +37,7 @@ def outcome_holds(outcome: ConversationOutcome, db: TenantDB, caller: str,
     return True
 
 
-class _Scratch(TenantDatabases):
+class Scratch(TenantDatabases):
     """A fresh in-memory copy of the tenant's data for each rehearsal (no files, no fsync)."""
 
     def of(self, tenant: str, data_sql: str = "") -> TenantDB:
@@ -47,7 +47,7 @@ class _Scratch(TenantDatabases):
 def rehearse(tenant: Tenant, conversation: Conversation) -> list[str]:
     """Play ``conversation`` to the rule engine on fresh data; what went wrong, if anything."""
     today = date.fromisoformat(conversation.today) if conversation.today else date.today()
-    engine = DialogEngine(tenant, _Scratch(), today=lambda: today)
+    engine = DialogEngine(tenant, Scratch(), today=lambda: today)
     state = DialogState(caller_id=conversation.caller)
     engine.greet(state)
     problems, reply = [], ""

@@ -14,7 +14,7 @@ _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|march|april|may|june|july|aug(?:ust)?|
 _TENS = r"(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)"
 _TEENS = r"(?:ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen)"
 #: A birth year: 1900-2015 in digits, or spoken ("nineteen eighty four", "two thousand
-#: and five"). Appointment dates carry this year or none, so a past year is identity.
+#: and five"). Booking dates carry this year or none, so a past year is identity.
 _BIRTH_YEAR = (rf"(?:19\d\d|20(?:0\d|1[0-5])|nineteen[\s-]+(?:{_TEENS}|{_TENS}"
                rf"(?:[\s-]+{_SPOKEN_DIGIT})?|oh[\s-]+{_SPOKEN_DIGIT})|two thousand"
                rf"(?:\s+and)?(?:[\s-]+(?:{_SPOKEN_DIGIT}|{_TEENS}))?)")
@@ -49,7 +49,7 @@ def redact(text: str) -> str:
 
     Used for every log line the dialog writes and every stored transcript (health
     data rules forbid identity data there). It errs on the side of removing too
-    much: order numbers (5 digits) survive, anything with 7 or more digits does
+    much: reference numbers (5 digits) survive, anything with 7 or more digits does
     not, nor does a year a caller could be born in, with the date around it.
     """
     for pattern, replacement in _REDACTIONS:

@@ -8,7 +8,7 @@ runs as
    caller's booking, say), slot defaults, then every slot the words already
    give;
 2. **next step**: ask for the first missing required slot; once all are
-   there, run the ``checks`` (a closed clinic, a full course) and, on a
+   there, run the ``checks`` (closed that day, no seats left) and, on a
    failure, say why and ask again; then ask ``confirm`` when the action
    changes data, or act at once;
 3. **resume** (:meth:`Rules.resume`): each later turn fills slots first (a

@@ -4,7 +4,7 @@ Types (``docs/tenants.md``): ``digits`` (a number said digit by digit,
 tolerant of "to"/"for" heard for 2/4), ``date`` and ``time`` (spoken forms,
 relative days), ``choice`` (a row of the tenant's database named by its words,
 or picked by position), ``yes_no`` and ``text``. A bare answer ("4",
-"Riverside", "yes", anything at all for ``text``) counts only when the agent
+a name from a list, "yes", anything at all for ``text``) counts only when the agent
 has just asked for that slot, so a stray word elsewhere does not fill it.
 """
 
@@ -35,7 +35,7 @@ class Choice(dict[str, Any]):
 
 
 def _tokens(norm: str) -> set[str]:
-    """The words, plus each two neighbours written as one ("down town" → "downtown")."""
+    """The words, plus each two neighbours written as one ("post code" → "postcode")."""
     words = norm.split()
     return {*words, *(a + b for a, b in zip(words, words[1:], strict=False))}
 

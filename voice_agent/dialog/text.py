@@ -2,7 +2,7 @@
 
 Input is what speech recognition produces: lowercase, no punctuation, numbers
 as words or digits. :func:`normalize` maps all of that onto one form ("order one
-two three four five" and "Order 12345." both carry ``1 2 3 4 5`` / ``12345``), so
+two three four five" and "Order 54321." both carry ``5 4 3 2 1`` / ``54321``), so
 the dialog patterns only have to handle digits.
 """
 
@@ -39,7 +39,7 @@ def normalize(text: str) -> str:
 
     Colons between digits survive (``15:00``), ``p m``/``p.m.`` become ``pm`` and
     ``o'clock`` becomes ``oclock``. Spoken digit strings stay separate tokens
-    (``1 2 3``) so that :func:`digit_run` can tell an order number from a time.
+    (``1 2 3``) so that :func:`digit_run` can tell a reference number from a time.
     """
     text = re.sub(r"(?<=\d):(?=\d)", "\0", text.lower())
     text = re.sub(r"['’.]", "", text)
@@ -87,10 +87,10 @@ _HOMOPHONE_DIGITS = {"to": "2", "too": "2", "for": "4"}
 def digit_run(norm: str, min_len: int = 4) -> str | None:
     """The first run of digit tokens with at least ``min_len`` digits, joined.
 
-    "order 1 2 3 4 5" and "order 123 45" both give ``12345``. Between two
+    "order 5 4 3 2 1" and "order 543 21" both give ``54321``. Between two
     spoken digits, "to"/"too" and "for" are read as 2 and 4: phone-line
     speech recognition hears "one two three" as "1 to 3" (measured with
-    Whisper tiny.en over µ-law), and nobody says "to" inside an order number.
+    Whisper tiny.en over µ-law), and nobody says "to" inside a reference number.
     """
     run: list[str] = []
     tokens = [*norm.split(), ""]
@@ -120,5 +120,5 @@ def say_time(at: time) -> str:
 
 
 def say_digits(digits: str) -> str:
-    """``12345`` → ``1 2 3 4 5``: TTS reads an order number digit by digit, as people do."""
+    """``54321`` → ``5 4 3 2 1``: TTS reads a reference number digit by digit, as people do."""
     return " ".join(digits)

@@ -3,9 +3,9 @@
 The endpointer ends a turn after a fixed silence (≈ 0.57 s), the largest part
 of the agent's answer time. The words already transcribed after the first
 200 ms of that silence often settle the question sooner: "yes" to a
-confirmation is a whole answer, "where is my order one two three four five"
-names a task and its number, while "my order number is one two" or "I'd like
-to book for" is plainly unfinished. :func:`turn_end` reads a speculative
+confirmation is a whole answer, "where is number one two three four five"
+names a task and its number, while "my number is one two" or "I'd like to
+book for" is plainly unfinished. :func:`turn_end` reads a speculative
 transcript against the dialog state and says which:
 
 * ``COMPLETE``: end the turn now;
@@ -17,7 +17,7 @@ Rules (a complete reading wins only when nothing marks the text unfinished):
 1. Text that ends on a word that cannot end a sentence (a conjunction, a
    preposition, an article, "my", "is", a filler such as "um") is INCOMPLETE.
 2. While a number is awaited, or the request needs one (a ``digits`` slot of
-   the intent, such as an order number), the turn is COMPLETE once a digit
+   the intent, such as a reference number), the turn is COMPLETE once a digit
    string of ``number_length`` was said and INCOMPLETE until then.
 3. A clear yes or no to a pending confirmation is COMPLETE.
 4. A recognised request (``intent_of``: the engine's shared ones, such as repeat,
@@ -52,9 +52,9 @@ _DANGLING = frozenset("""
     i im id ill we were um uh er erm hmm mm
     number order
 """.split())
-# "order" and "number": "where is my order", "my order number" are followed by the
-# number more often than not. Nouns that end a request ("I'd like to register for a
-# course") are not here (bench latency: 0.7 s wasted on each).
+# "order" and "number": "where is my order", "my number" are followed by the number
+# more often than not. Other nouns end a request ("I'd like to register for a class"),
+# so they are not here (bench latency: 0.7 s wasted on each).
 
 
 def turn_end(state: DialogState, norm: str, intent_of: Callable[[str], str | None],

@@ -18,6 +18,7 @@ per distinct server, however many tenants point at it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import logging
 from collections.abc import Iterable
@@ -130,7 +131,8 @@ class Providers:
     # ------------------------------------------------------------- building
     def _for(self, tenant: Tenant) -> ProviderSet:
         overrides = tenant.providers
-        if overrides.stt is None and overrides.tts is None and overrides.llm is None:
+        if overrides.stt is None and overrides.tts is None and overrides.llm is None \
+                and not tenant.voice:
             return self.default
         def spec(stage: str, override: ProviderOverride | None) -> StageSpec:
             if override is None:
@@ -143,8 +145,10 @@ class Providers:
                 raise ValueError(f"tenant {tenant.name}: {exc}") from None
             return StageSpec(override.url.rstrip("/"), override.model, override.voice, key)
 
-        return self._build(spec("stt", overrides.stt), spec("tts", overrides.tts),
-                           spec("llm", overrides.llm))
+        tts = spec("tts", overrides.tts)
+        if tenant.voice and tts.url and not tts.voice:  # the tenant's voice on a TTS server
+            tts = dataclasses.replace(tts, voice=tenant.voice)
+        return self._build(spec("stt", overrides.stt), tts, spec("llm", overrides.llm))
 
     def _build(self, stt: StageSpec, tts: StageSpec, llm: StageSpec) -> ProviderSet:
         model = self._client("llm", llm) if llm.url else None

@@ -224,7 +224,7 @@ class PiperTts:
 
     ``threads=2`` (intra-op): the first clause is the latency that matters and
     two threads synthesize it in ≈0.58× the time of one on the 2-core box
-    ("Order 12345 has shipped.": 341 vs 591 ms), as Whisper does with its two.
+    ("Your parcel has shipped.": 341 vs 591 ms), as Whisper does with its two.
     The model pool still bounds how many syntheses run at once.
     """
 

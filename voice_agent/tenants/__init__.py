@@ -1,7 +1,7 @@
 """Tenants: one business per dialled number, chosen by the Stasis argument.
 
 The dialplan decides which tenant a number belongs to
-(``Stasis(voice_agent,techstore)``); this module only turns that argument into
+(``Stasis(voice_agent,acme)``); this module only turns that argument into
 a :class:`Tenant`, or into an :class:`UnknownTenantError` whose message tells
 the operator exactly which argument was wrong and which ones exist.
 """

@@ -1,6 +1,6 @@
 """The tenants' business data: one small SQLite file per tenant, made from its data.sql.
 
-Businesses need data that *changes* during a call (a booking, an enrolment) and
+Businesses need data that *changes* during a call (a booking, an order) and
 must still be there afterwards, so a real database file is used rather than
 in-memory fixtures. SQLite keeps it dependency-free and inspectable with the
 ``sqlite3`` shell. Tenant files name values in SQL as ``:slot`` or

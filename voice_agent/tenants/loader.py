@@ -3,7 +3,7 @@
 Layout (``docs/tenants.md``)::
 
     tenants/
-      techstore/
+      acme/
         tenant.yaml          identity, numbers, voice, hand-off, emergency screen
         intents.yaml         what callers can ask for (optional)
         data.sql             the tenant's tables and seed rows (optional)

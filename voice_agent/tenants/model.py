@@ -35,7 +35,7 @@ class ProviderOverride(BaseModel):
 
 
 class TenantProviders(BaseModel):
-    """Per-tenant model servers (e.g. a clinic's own speech server); all optional."""
+    """Per-tenant model servers (e.g. a business's own speech server); all optional."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,7 +62,8 @@ class Tenant(BaseModel):
     language: Literal["en"] = Field("en", description="The rule engine reads English "
                                     "(number words, dates, yes/no).")
     voice: str = Field("", description="TTS voice for this tenant's calls when its speech "
-                       "comes from a server ('' = the service's voice).")
+                       "comes from a TTS server ('' = the server's default; the embedded "
+                       "Piper speaks with its one voice).")
     greeting_prompt: str = Field(description="Asterisk sound played on answer.")
     greeting: str = Field("", description="Spoken greeting text; the engine has a default.")
     help: str = Field("", description="What the agent can do, said when it did not "

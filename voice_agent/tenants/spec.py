@@ -39,7 +39,7 @@ class Choices(_Strict):
     sql: str = Field(description="SELECT returning the options, in the order they are read out.")
     key: str = Field(description="Column whose value stands for the row in queries.")
     match: list[str] = Field(min_length=1, description="Columns whose words name the row "
-                             "when the caller says them ('down town' matches 'Downtown').")
+                             "when the caller says them ('post code' matches 'Postcode').")
     by_position: bool = Field(False, description="Also take 'the second one', 'the last' or "
                               "a key press, when this slot was asked for.")
 

@@ -96,7 +96,7 @@ ari_events = st.fixed_dictionaries(
     {"type": st.sampled_from(["StasisStart", "StasisEnd", "ChannelDestroyed",
                               "ChannelDtmfReceived", "PlaybackFinished", "Unknown"]) | json_values},
     optional={"channel": ari_channels, "args": st.lists(st.sampled_from(
-        ["techstore", "nobody", ""]), max_size=2) | json_values,
+        ["acme", "nobody", ""]), max_size=2) | json_values,
         "digit": json_values, "playback": json_values, "cause_txt": json_values})
 
 

@@ -147,7 +147,7 @@ BENCHMARK_UTTERANCES = (
     "Yes please.",
     "I would like to check my order.",
     "Please transfer me to the billing department, my invoice was wrong.",
-    "I bought a laptop last week and the screen stays black, "
+    "I bought a radio last week and the screen stays black, "
     "so I would like to return it and get a refund to my credit card.",
 )
 
@@ -175,7 +175,7 @@ def stt_report() -> None:
 
 
 BENCHMARK_TEXTS = (
-    "Thank you for calling TechStore, how can I help you today?",
+    "Thank you for calling Acme Corp, how can I help you today?",
     "Your order shipped yesterday. It should arrive on Thursday, and you will get a text "
     "message with the tracking number.",
 )

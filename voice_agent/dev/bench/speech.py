@@ -36,8 +36,8 @@ from voice_agent.providers.vad import SileroVad, VoiceActivityDetector, WebRtcVa
 SENTENCES = [
     "Hello.",
     "I would like to check my order.",
-    "Can you tell me the status of order one two three four five please?",
-    "I need to book an appointment at the downtown clinic next Tuesday afternoon, "
+    "Can you tell me the status of order five four three two one please?",
+    "I need to book an appointment at the main street office next Tuesday afternoon, "
     "preferably around three o'clock if you have anything available.",
 ]
 TTS_TEXT = "Your order has shipped. It should arrive on Thursday, before noon."
@@ -75,7 +75,7 @@ async def _capacity(stt: WhisperStt, clip: np.ndarray, levels: list[int]) -> lis
 
 
 LLM_PROMPT = [
-    ChatMessage("system", "You are the phone agent of TechStore. Answer in one short sentence."),
+    ChatMessage("system", "You are the phone agent of Acme Corp. Answer in one short sentence."),
     ChatMessage("user", "What are your opening hours?"),
 ]
 
