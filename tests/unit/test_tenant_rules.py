@@ -110,3 +110,36 @@ def test_the_fourth_tenant_is_only_files_and_passes_its_checks_and_examples() ->
     assert bistro.name == "bistro" and bistro.numbers == ["18005550101"]
     for example in bistro.conversations:
         assert rehearse(bistro, example) == []
+
+
+def test_the_reference_pages_example_tenant_checks_and_books(tmp_path: Path) -> None:
+    """docs/tenants.md's garage, as written there, against a stand-in for its CRM; "the
+    first one" picks from the list and is not read as the 1st of the month."""
+    import re
+
+    doc = (Path(__file__).parents[2] / "docs" / "tenants.md").read_text()
+    tenant_yaml, intents_yaml, _ = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    server = CannedHttpServer(body=b'{"reference": "G7"}')
+    try:
+        garage_dir = tmp_path / "garage"
+        garage_dir.mkdir()
+        (garage_dir / "tenant.yaml").write_text(tenant_yaml)
+        (garage_dir / "intents.yaml").write_text(
+            intents_yaml.replace("https://crm.example.net/bookings", server.base_url))
+        (garage_dir / "data.sql").write_text(
+            "CREATE TABLE IF NOT EXISTS bays (name TEXT PRIMARY KEY, keywords TEXT);\n"
+            "INSERT OR IGNORE INTO bays VALUES ('North', 'north'), ('South', 'south');\n"
+            "CREATE TABLE IF NOT EXISTS bookings (caller TEXT, plate TEXT, bay TEXT, "
+            "day TEXT);\n")
+        assert check_directory(tmp_path) == (1, [])
+        [garage_tenant] = TenantRegistry.load(tmp_path)
+        engine = DialogEngine(garage_tenant, TenantDatabases(tmp_path / "data"),
+                              today=lambda: TODAY)
+        state = DialogState(caller_id="+1555")
+        replies = [engine.reply(state, said).text for said in (
+            "I need a repair", "AB 12 CDE", "friday", "the first one", "yes")]
+        assert replies[3] == "Book AB 12 CDE into North on Friday, December 4th?"
+        assert replies[4] == "You're booked, reference G7. See you on Friday, December 4th."
+        assert "Which workshop: North or South?" == replies[2]
+    finally:
+        server.close()

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from voice_agent.dialog.slots import Choice, coerce, parse
+from voice_agent.dialog.slots import Choice, answers_only_itself, coerce, parse
 from voice_agent.dialog.state import DialogState, TurnContext, yes_or_no
 from voice_agent.dialog.templates import evaluate, render
 from voice_agent.tenants import Tenant
@@ -228,6 +228,14 @@ class Rules:
         state = ctx.state
         values = self._values(intent, state, ctx.today)
         changed = False
+        asked = intent.slots.get(state.awaiting or "")
+        if asked is not None:
+            value = self._parse(asked, state.awaiting or "", ctx.norm, ctx.raw, ctx.today,
+                                state.awaiting, values)
+            if value is not None and answers_only_itself(asked, value):
+                changed = state.slots.get(state.awaiting or "") != value
+                state.slots[state.awaiting or ""] = value
+                return changed
         for name, slot in intent.slots.items():
             value = self._parse(slot, name, ctx.norm, ctx.raw, ctx.today, state.awaiting,
                                 values)

@@ -24,9 +24,12 @@ from voice_agent.tenants.spec import Choices, Slot
 class Choice(dict[str, Any]):
     """A row chosen for a ``choice`` slot; ``key`` is what queries receive for it."""
 
-    def __init__(self, row: Mapping[str, Any], key_column: str) -> None:
+    def __init__(self, row: Mapping[str, Any], key_column: str, *,
+                 by_position: bool = False) -> None:
         super().__init__(row)
         self.key = row[key_column]
+        #: Picked as "the second one" or a key press rather than by name.
+        self.by_position = by_position
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Choice) and other.key == self.key
@@ -62,11 +65,18 @@ def pick(choices: Choices, rows: Sequence[Mapping[str, Any]], norm: str, *,
         return None
     # A position is more robust than a name that speech recognition mangles.
     if re.search(r"\blast\b", norm):
-        return Choice(rows[-1], choices.key)
+        return Choice(rows[-1], choices.key, by_position=True)
     match = re.fullmatch(r"(\d)", norm) or re.search(r"\b(\d+)(?:st|nd|rd|th)\b", norm)
     if match and 1 <= int(match.group(1)) <= len(rows):
-        return Choice(rows[int(match.group(1)) - 1], choices.key)
+        return Choice(rows[int(match.group(1)) - 1], choices.key, by_position=True)
     return None
+
+
+def answers_only_itself(slot: Slot, value: Any) -> bool:
+    """Whether a value given for the awaited slot uses up the turn's words: a pick by
+    position ("the first one" is not the 1st of the month) and free text or a yes/no
+    (a number plate's digits are not a count)."""
+    return slot.type in ("text", "yes_no") or (isinstance(value, Choice) and value.by_position)
 
 
 def parse(slot: Slot, norm: str, raw: str, today: date, *, awaited: bool,

@@ -34,10 +34,11 @@ def _as_time(value: Any) -> time:
 
 
 def _say_list(items: Iterable[Any], last: str = "and") -> str:
-    """``["A", "B", "C"]`` → ``A, B, and C`` (``last="or"``: ``A, B, or C``)."""
+    """``["A", "B", "C"]`` → ``A, B, and C``; ``["A", "B"]`` → ``A and B``
+    (``last="or"``: ``A, B, or C``)."""
     words = [str(item) for item in items]
-    if len(words) < 2:
-        return "".join(words)
+    if len(words) < 3:
+        return f" {last} ".join(words)
     return f"{', '.join(words[:-1])}, {last} {words[-1]}"
 
 
