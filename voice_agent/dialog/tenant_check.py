@@ -19,12 +19,13 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from voice_agent.dialog.examples import rehearse
 from voice_agent.dialog.templates import TemplateError, names_in
 from voice_agent.tenants import Problem, TenantSource
-from voice_agent.tenants.data import sql_names
+from voice_agent.tenants.data import bind, sql_names
 from voice_agent.tenants.loader import read_tenants
 from voice_agent.tenants.spec import BUILTIN_NAMES, Intent, Outcome, Step
 
@@ -42,6 +43,17 @@ def check_directory(directory: Path) -> tuple[int, list[Problem]]:
 def check_tenant(source: TenantSource) -> list[Problem]:
     """Every problem of one loaded tenant (see the module docstring)."""
     return list(_TenantChecker(source).problems())
+
+
+def _with_nulls(sql: str) -> tuple[str, dict[str, Any]]:
+    """``sql`` bound with every value it names as NULL: enough to compile it."""
+    values: dict[str, Any] = {}
+    for name, column in sql_names(sql):
+        if column is not None:
+            values[name] = {**(values.get(name) or {}), column: None}
+        else:
+            values.setdefault(name, None)
+    return bind(sql, values)
 
 
 def _sql_statements(script: str) -> Iterator[tuple[int, str]]:
@@ -198,20 +210,18 @@ class _TenantChecker:
         for missing in sorted(unknown):
             yield self._at("intents", at, f"intent {name}: SQL names :{missing}, which is not "
                            "a slot, a result or :caller/:today")
-        plain = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)\.([A-Za-z_]\w*)", r":\1__\2", sql)
         try:
-            self.db.execute(f"EXPLAIN {plain}", {n: None for n in re.findall(
-                r"(?<![:\w]):([A-Za-z_]\w*)", plain)})
+            plain, params = _with_nulls(sql)
+            self.db.execute(f"EXPLAIN {plain}", params)
         except sqlite3.Error as exc:
             yield self._at("intents", at, f"intent {name}: SQL does not run on this tenant's "
                            f"tables: {exc}")
 
     def _columns(self, name: str, sql: str, columns: list[str], at: Loc,
                  known: set[str]) -> Iterator[Problem]:
-        plain = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)\.([A-Za-z_]\w*)", r":\1__\2", sql)
         try:
-            cursor = self.db.execute(f"SELECT * FROM ({plain}) LIMIT 0", {
-                n: None for n in re.findall(r"(?<![:\w]):([A-Za-z_]\w*)", plain)})
+            plain, params = _with_nulls(sql)
+            cursor = self.db.execute(f"SELECT * FROM ({plain}) LIMIT 0", params)
         except sqlite3.Error:
             return  # reported by _sql
         have = {d[0] for d in cursor.description}
