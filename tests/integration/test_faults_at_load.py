@@ -82,7 +82,7 @@ async def test_one_tenants_failing_tts_leaves_the_other_calls_unaffected(
             t.model_copy(update={"providers": TenantProviders(
                 tts=ProviderOverride(url=broken_url))}) if t.name == "healthplus" else t
             for t in TenantRegistry.load()])
-        monkeypatch.setattr(service.TenantRegistry, "load", classmethod(lambda cls: tenants))
+        monkeypatch.setattr(service, "checked_tenants", lambda directory=None: tenants)
         async with start_agent(
             agent="conversation", media_transport="rtp", data_dir=tmp_path,
             stt_url=base, tts_url=base, llm_url=base, llm_model="fake",

@@ -77,3 +77,59 @@ async def test_serve_answers_and_drains_on_sigterm(
 
 async def _no_channels(inspector: AriClient) -> bool:
     return not await inspector.list_channels()
+
+
+async def _log_line(process: asyncio.subprocess.Process, wanted: str) -> dict[str, object]:
+    """The next JSON log line of ``process`` whose message starts with ``wanted``."""
+    assert process.stderr is not None
+    async with asyncio.timeout(30):
+        while line := await process.stderr.readline():
+            entry = json.loads(line)
+            if str(entry["message"]).startswith(wanted):
+                return entry
+    raise AssertionError(f"the log ended without {wanted!r}")
+
+
+async def test_serve_refuses_broken_tenants_and_reloads_them_on_sighup(
+    local_asterisk: LocalAsterisk, tmp_path: Path
+) -> None:
+    import shutil
+
+    from voice_agent.tenants import TENANTS_DIR
+
+    tenants = tmp_path / "tenants"
+    shutil.copytree(TENANTS_DIR, tenants, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    intents = tenants / "edulearn" / "intents.yaml"
+    good = intents.read_text()
+    intents.write_text(good.replace("sql: SELECT title FROM courses", "sql: SELECT title FROM "
+                                    "lessons"))
+    env = {**os.environ, "VOICE_AGENT_TENANTS_DIR": str(tenants), "VOICE_AGENT_WEB_PORT": "0",
+           "VOICE_AGENT_LOG_FORMAT": "json", "VOICE_AGENT_LOG_LEVEL": "INFO"}
+    command = [sys.executable, "-m", "voice_agent.cli", "serve", "--agent", "echo"]
+    refused = await asyncio.create_subprocess_exec(*command, env=env,
+                                                   stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(refused.communicate(), 30)
+    assert refused.returncode == 2
+    assert re.search(rf"{re.escape(str(intents))}:\d+: intent list_courses: SQL does not run "
+                     r"on this tenant's tables: no such table: lessons", stderr.decode())
+    intents.write_text(good)
+    process = await asyncio.create_subprocess_exec(*command, env=env,
+                                                   stderr=asyncio.subprocess.PIPE)
+    try:
+        await _log_line(process, "ready: waiting for calls")
+        intents.write_text(good.replace("{{ course.title }} runs", "{{ cours.title }} runs", 1))
+        process.send_signal(signal.SIGHUP)
+        kept = await _log_line(process, "tenants NOT reloaded")
+        assert "names 'cours'" in str(kept["message"])
+        intents.write_text(good)
+        (tenants / "acme.yaml").write_text("name: acme\ndisplay_name: ACME\n"
+                                           "greeting_prompt: hello-world\n")
+        process.send_signal(signal.SIGHUP)
+        taken = await _log_line(process, "tenants reloaded")
+        assert "acme" in str(taken["message"])
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

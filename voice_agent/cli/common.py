@@ -36,5 +36,6 @@ def settings_from_env(**overrides: object) -> Settings:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    # soft_wrap: a FILE:LINE path is never broken across lines.
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
     return typer.Exit(code)

@@ -85,12 +85,14 @@ class DialogEngine:
         self, tenant: Tenant, databases: TenantDatabases,
         today: Callable[[], date] = date.today,
         now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+        log_turns: bool = True,
     ) -> None:
         self.db = databases.of(tenant.name, tenant.data_sql)
         self.rules = Rules(tenant, self.db)
         self.tenant = tenant
         self._today = today
         self._now = now
+        self._log_turns = log_turns  # off for rehearsals: they are not calls
         self._emergency = emergency_screen(tenant)
         self.help = tenant.help or " ".join(
             ["I can help with:", ", ".join(n.replace("_", " ") for n in tenant.intents) + "."]
@@ -198,6 +200,7 @@ class DialogEngine:
         state.last_reply = result.text
         # Only what the caller said can carry identity data: replies are templates
         # filled from the tenant database, which never holds names or birth dates.
-        log.info("%s turn caller=%s intent=%s said=%r reply=%r", self.tenant.name,
-                 redact(state.caller_id), result.intent, redact(said or ""), result.text)
+        if self._log_turns:
+            log.info("%s turn caller=%s intent=%s said=%r reply=%r", self.tenant.name,
+                     redact(state.caller_id), result.intent, redact(said or ""), result.text)
         return result

@@ -47,7 +47,7 @@ class Scratch(TenantDatabases):
 def rehearse(tenant: Tenant, conversation: Conversation) -> list[str]:
     """Play ``conversation`` to the rule engine on fresh data; what went wrong, if anything."""
     today = date.fromisoformat(conversation.today) if conversation.today else date.today()
-    engine = DialogEngine(tenant, Scratch(), today=lambda: today)
+    engine = DialogEngine(tenant, Scratch(), today=lambda: today, log_turns=False)
     state = DialogState(caller_id=conversation.caller)
     engine.greet(state)
     problems, reply = [], ""
