@@ -27,6 +27,7 @@ from voice_agent.dev.sim.phone import PhoneCall, Recording, SimPhone
 from voice_agent.dev.sim.signals import (
     dominant_frequency,
     find,
+    frames_intact,
     resample,
     rms_envelope,
     speech,
@@ -39,6 +40,8 @@ MEDIA = [("rtp", "ulaw"), ("rtp", "slin"), ("websocket", "ulaw")]
 #: 20-40 ms scheduling gap on this loaded 2-core box costs ~0.1 on a 1.5 s sweep;
 #: a wrong, garbled or missing echo scores below 0.3.
 ECHO_MATCH = 0.8
+#: Frames found intact when the recorder slipped (one slip loses one or two of 75).
+FRAMES_INTACT = 0.95
 
 
 @pytest.fixture(params=MEDIA, ids=["rtp-ulaw", "rtp-slin", "websocket-slin16"])
@@ -59,6 +62,19 @@ async def _listening_call(phone: SimPhone, manager: SessionManager, number: str 
     return call
 
 
+def _intact(reference: np.ndarray, heard: Recording) -> bool:
+    """``reference`` came back whole: one correlation over all of it, or, where Asterisk's
+    snoop recorder slipped by a frame (a late packet: 20 ms of silence inserted, the
+    rest a frame later; seen on busy VMs), nearly every 20 ms frame found intact on its
+    own (:func:`frames_intact`)."""
+    match = find(reference, heard.samples, heard.rate)
+    if match.correlation > ECHO_MATCH:
+        return True
+    share = frames_intact(reference, heard.samples, heard.rate, match)
+    assert share > FRAMES_INTACT, (match, f"{share:.0%} of frames intact")
+    return True
+
+
 async def _echo_of(signal: np.ndarray, manager: SessionManager, settings: Settings
                    ) -> Recording:
     async with SimPhone(*ari_credentials(settings)) as phone:
@@ -75,8 +91,7 @@ async def test_echo_returns_a_sweep_intact(
 ) -> None:
     signal = sweep(300, 3300, 1.5)
     heard = await _echo_of(signal, echo_agent, settings)
-    match = find(resample(signal, 16000, heard.rate), heard.samples, heard.rate)
-    assert match.correlation > ECHO_MATCH, match
+    assert _intact(resample(signal, 16000, heard.rate), heard)
     await assert_nothing_left(inspector, echo_agent)
 
 
@@ -96,8 +111,7 @@ async def test_echo_returns_speech(
 ) -> None:
     sentence = speech("Hello, I would like to check the status of my order.")
     heard = await _echo_of(sentence, echo_agent, settings)
-    match = find(resample(sentence, 16000, heard.rate), heard.samples, heard.rate)
-    assert match.correlation > ECHO_MATCH, match
+    assert _intact(resample(sentence, 16000, heard.rate), heard)
     await assert_nothing_left(inspector, echo_agent)
 
 
@@ -159,8 +173,7 @@ async def test_sipp_caller_is_echoed(
                                       hold_seconds=4.5, pcap=pcap, recorder=recorder)
     assert result.answered and result.tenant == "techstore", result.detail
     assert result.recording is not None
-    match = find(signal, result.recording.samples, result.recording.rate)
-    assert match.correlation > ECHO_MATCH, match
+    assert _intact(signal, result.recording)
     await assert_nothing_left(inspector, echo_agent)
 
 

@@ -108,6 +108,35 @@ def find(reference: Pcm16, recording: Pcm16, rate: int, oversample: int = 8) -> 
     return Match(lag / (rate * oversample), correlation)
 
 
+def frames_intact(reference: Pcm16, recording: Pcm16, rate: int, match: Match, *,
+                  slack: float = 0.045, threshold: float = 0.9, oversample: int = 8) -> float:
+    """Share of ``reference``'s voiced 20 ms frames found intact in ``recording`` within
+    ``slack`` seconds of ``match``'s lag, each frame matched on its own.
+
+    Why: Asterisk's snoop recorder (an audiohook read on its own 20 ms timer) inserts
+    20 ms of silence when a packet reaches it late and plays the rest one frame
+    later. One whole-signal correlation then falls below any bound although every
+    frame arrived unchanged; frame by frame, only the frame of the slip is lost,
+    while real damage (noise, a wrong rate, dropped audio) still fails most frames.
+    """
+    ref, rec = _interpolate(reference, oversample), _interpolate(recording, oversample)
+    size, reach = rate * oversample // 50, int(slack * rate * oversample)
+    lag = int(round(match.lag_seconds * rate * oversample))
+    loud = np.sqrt(np.mean(ref[: len(ref) - len(ref) % size].reshape(-1, size) ** 2, axis=1))
+    scores = []
+    for k in np.flatnonzero(loud > 0.1 * loud.max()):
+        piece = ref[k * size:(k + 1) * size]
+        start = max(0, lag + k * size - reach)
+        window = rec[start:lag + (k + 1) * size + reach]
+        if len(window) < size:
+            scores.append(0.0)
+            continue
+        dots = np.correlate(window, piece, mode="valid")
+        energy = np.sqrt(np.convolve(window**2, np.ones(size), mode="valid"))
+        scores.append(float(np.max(dots / (np.linalg.norm(piece) * energy + 1e-9))))
+    return float(np.mean(np.array(scores) > threshold)) if scores else 0.0
+
+
 def _interpolate(samples: Pcm16, factor: int) -> np.ndarray:
     """Ideal (FFT zero-padding) interpolation by an integer ``factor``."""
     x = samples.astype(np.float64)
