@@ -37,6 +37,8 @@ SEED_CALLER = "+15550100"
      ("at four o'clock", "at 4 oclock"),
      ("It's 15:00!", "its 15:00"),
      ("one oh one", "1 0 1"),
+     ("six double five two one", "6 5 5 2 1"), ("triple oh 7", "0 0 0 7"),
+     ("a double room", "a double room"),
      ("oh I can't breathe", "oh i cant breathe")],
 )
 def test_normalize(text: str, norm: str) -> None:

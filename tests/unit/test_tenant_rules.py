@@ -143,3 +143,27 @@ def test_the_reference_pages_example_tenant_checks_and_books(tmp_path: Path) -> 
         assert "Which workshop: North or South?" == replies[2]
     finally:
         server.close()
+
+
+def test_a_failed_webhook_undoes_the_sql_steps_before_it(tmp_path: Path) -> None:
+    server = CannedHttpServer(status=503)
+    try:
+        tenant = Tenant.model_validate({
+            "name": "shop", "display_name": "Shop", "greeting_prompt": "x",
+            "data_sql": "CREATE TABLE IF NOT EXISTS holds (item TEXT);",
+            "intents": {"hold": {
+                "match": ["hold"],
+                "slots": {"item": {"type": "digits", "min_length": 3, "ask": "Which item?"}},
+                "confirm": "Hold item {{ item }}?",
+                "action": [{"sql": "INSERT INTO holds VALUES (:item)"},
+                           {"webhook": {"url": server.base_url, "failure": "Not now."}}],
+                "reply": "Held."}}})
+        engine = DialogEngine(tenant, TenantDatabases(tmp_path), today=lambda: TODAY)
+        state = DialogState()
+        assert engine.reply(state, "hold item 1 2 3").text == "Hold item 123?"
+        assert engine.reply(state, "yes").text == "Not now."
+        with engine.db.transaction() as conn:
+            assert conn.execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0
+        assert len(server.requests) == 1
+    finally:
+        server.close()

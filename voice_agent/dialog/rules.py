@@ -13,9 +13,9 @@ runs as
    changes data, or act at once;
 3. **resume** (:meth:`Rules.resume`): each later turn fills slots first (a
    correction re-confirms), then reads yes or no to a pending confirmation;
-4. **act** (:meth:`Rules.act`): the checks again and the SQL steps in one
-   transaction (so two callers cannot take one slot), then webhook steps,
-   then the ``reply`` template.
+4. **act** (:meth:`Rules.act`): the checks again and the steps, in order, in
+   one transaction (so two callers cannot take one slot, and a failed webhook
+   leaves no half-done change), then the ``reply`` template.
 
 The same :meth:`Rules.act` serves an LLM's function call
 (:mod:`voice_agent.dialog.tools`), so neither path can do what the other
@@ -192,9 +192,8 @@ class Rules:
             for step in intent.action:
                 if step.sql is not None:
                     self._sql(name, step, ctx, conn)
-        for step in intent.action:
-            if step.webhook is not None:
-                self._webhook(name, step, ctx)
+                else:  # inside the transaction: a failed webhook undoes the SQL before it
+                    self._webhook(name, step, ctx)
         reply = render(intent.reply, self._values(intent, state, ctx.today))
         ctx.results = {k: v for k, v in state.slots.items() if k not in intent.slots}
         state.finish()

@@ -26,6 +26,8 @@ _ORDINALS = {
         start=1,
     )
 } | {"twentieth": 20, "thirtieth": 30}
+#: "double five" is 5 5, "triple oh" is 0 0 0.
+_REPEATS = {"double": 2, "triple": 3}
 
 
 def ordinal(n: int) -> str:
@@ -52,6 +54,13 @@ def normalize(text: str) -> str:
         previous_is_number = bool(out) and out[-1].isdigit()
         if word in ("a", "p") and nxt == "m" and previous_is_number:
             out.append(word + "m")
+            i += 2
+            continue
+        if word in _REPEATS and (nxt in _UNITS and _UNITS[nxt] < 10 or nxt == "oh"
+                                  or (len(nxt) == 1 and nxt.isdigit())):
+            # "double five", "triple oh": how people say repeated digits of a number.
+            digit = "0" if nxt == "oh" else str(_UNITS.get(nxt, nxt))
+            out.extend([digit] * _REPEATS[word])
             i += 2
             continue
         if word == "o" and nxt == "clock":
