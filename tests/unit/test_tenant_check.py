@@ -86,6 +86,8 @@ def test_the_shipped_tenants_and_a_good_one_pass(tmp_path: Path) -> None:
                               "'Reserved item 123.', without 'Cancelled'"),
     ({"intents": INTENTS + "  when_heard: [colour]\n"},
      "intents.yaml", 12, "when_heard names 'colour', not one of its slots"),
+    ({"intents": INTENTS + "  examples: ['hold item 5']\n"},
+     "intents.yaml", 12, "example 'hold item 5' starts no intent: widen its 'match'"),
     ({"tenant": TENANT + "greeting: [unclosed\n"},
      "tenant.yaml", 6, "not valid YAML"),
     ({"conversations": CONVERSATIONS.replace('say: "yes"', "say: yes")},

@@ -9,6 +9,7 @@ module checks what only makes sense across files, before a caller meets it:
   ``:name`` it uses is a slot, a result or a built-in of its intent;
 * every template and condition parses and names only what its intent has;
 * patterns compile, ``when_heard`` and ``ask`` name real slots, hours parse;
+* every intent's example phrases start that intent (and not an earlier one);
 * an action that changes data is confirmed first;
 * every example conversation still does what it says (rehearsed in text).
 """
@@ -18,12 +19,15 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from voice_agent.dialog.examples import rehearse
+from voice_agent.dialog.examples import Scratch, rehearse
+from voice_agent.dialog.rules import Rules
 from voice_agent.dialog.templates import TemplateError, names_in
+from voice_agent.dialog.text import normalize
 from voice_agent.tenants import Problem, TenantSource
 from voice_agent.tenants.data import bind, sql_names
 from voice_agent.tenants.loader import read_tenants
@@ -80,6 +84,7 @@ class _TenantChecker:
         yield from self._tenant_file()
         for name, intent in self.tenant.intents.items():
             yield from self._intent(name, intent)
+        yield from self._examples()
         yield from self._conversations()
         self.db.close()
 
@@ -229,6 +234,25 @@ class _TenantChecker:
             if column not in have:
                 yield self._at("intents", at, f"intent {name}: choices name column "
                                f"{column!r}, which the query does not return")
+
+    def _examples(self) -> Iterator[Problem]:
+        try:
+            rules = Rules(self.tenant, Scratch().of(self.tenant.name, self.tenant.data_sql))
+        except (sqlite3.Error, re.error):
+            return  # reported above
+        today = date.today()
+        for name, intent in self.tenant.intents.items():
+            for i, example in enumerate(intent.examples):
+                try:
+                    got = rules.intent_of(normalize(example), today)
+                except (TemplateError, sqlite3.Error, KeyError, ValueError) as exc:
+                    got = f"an error ({exc})"
+                if got != name:
+                    yield self._at("intents", (name, "examples", i),
+                                   f"intent {name}: example {example!r} starts "
+                                   f"{f'intent {got}' if got else 'no intent'}: widen its "
+                                   "'match', or move it before the intent that took it")
+        rules.db.close()
 
     # --- conversations.yaml --------------------------------------------------------
 
