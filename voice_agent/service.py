@@ -58,10 +58,14 @@ def checked_tenants(directory: Path | None = None) -> TenantRegistry:
     ``voice-agent tenants check`` passes; else :class:`TenantFileError` listing them all."""
     from voice_agent.dialog.tenant_check import check_directory
 
-    _, problems = check_directory(directory or tenants_directory())
+    root = directory or tenants_directory()
+    count, problems = check_directory(root)
     if problems:
         raise TenantFileError("\n".join(f"tenant file {p}" for p in problems))
-    return TenantRegistry.load(directory)
+    if not count:  # a mistyped VOICE_AGENT_TENANTS_DIR must not answer every call "unknown"
+        raise TenantFileError(f"no tenants in {root}: point VOICE_AGENT_TENANTS_DIR at a "
+                              "directory of tenant files (docs/tenants.md)")
+    return TenantRegistry.load(root)
 
 
 async def reload_tenants(tenants: TenantRegistry, directory: Path | None = None) -> bool:

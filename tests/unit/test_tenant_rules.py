@@ -167,3 +167,20 @@ def test_a_failed_webhook_undoes_the_sql_steps_before_it(tmp_path: Path) -> None
         assert len(server.requests) == 1
     finally:
         server.close()
+
+
+def test_slot_defaults_of_every_type_come_from_a_lookup(tmp_path: Path) -> None:
+    tenant = Tenant.model_validate({
+        "name": "shop", "display_name": "Shop", "greeting_prompt": "x",
+        "data_sql": "CREATE TABLE IF NOT EXISTS last (day TEXT, at TEXT, qty TEXT);\n"
+                    "INSERT OR IGNORE INTO last VALUES ('2026-12-04', '10:30', '12');",
+        "intents": {"again": {
+            "match": ["same again"],
+            "lookup": [{"sql": "SELECT * FROM last", "as": "prev"}],
+            "slots": {"day": {"type": "date", "default": "prev.day"},
+                      "at": {"type": "time", "default": "prev.at"},
+                      "qty": {"type": "digits", "min_length": 1, "default": "prev.qty"}},
+            "reply": "{{ qty }} on {{ day | say_date }} at {{ at | say_time }}."}}})
+    engine = DialogEngine(tenant, TenantDatabases(tmp_path), today=lambda: TODAY)
+    assert engine.reply(DialogState(), "same again please").text == \
+        "12 on Friday, December 4th at 10:30 AM."

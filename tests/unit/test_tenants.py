@@ -148,3 +148,5 @@ async def test_a_reload_takes_a_valid_set_and_keeps_the_running_one_on_error(
     assert "tenants NOT reloaded" in caplog.text and "names 'cours'" in caplog.text
     with pytest.raises(TenantFileError, match=r"intents\.yaml:\d+: intent enrol: names 'cours'"):
         checked_tenants(tmp_path / "t")
+    with pytest.raises(TenantFileError, match="no tenants in .*/nowhere: point VOICE_AGENT_"):
+        checked_tenants(tmp_path / "nowhere")

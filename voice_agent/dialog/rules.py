@@ -141,8 +141,8 @@ class Rules:
         values = self._values(intent, state, ctx.today)
         for slot_name, slot in intent.slots.items():
             if slot.default is not None:
-                state.slots[slot_name] = coerce(slot, evaluate(slot.default, values),
-                                                self.options(slot, values))
+                rows = self.options(slot, values) if slot.type == "choice" else ()
+                state.slots[slot_name] = coerce(slot, evaluate(slot.default, values), rows)
 
     def respond(self, name: str, ctx: TurnContext) -> str:
         """Start intent ``name``: look up, fill what was said, and take the next step."""
