@@ -77,6 +77,8 @@ def test_the_shipped_tenants_and_a_good_one_pass(tmp_path: Path) -> None:
      "intents.yaml", 8, "template 'Reserve item {{ item': unexpected end of template"),
     ({"data": DATA.replace("IF NOT EXISTS ", "")},
      "data.sql", 1, "data.sql fails on its second run (keep CREATE TABLE IF NOT EXISTS"),
+    ({"data": DATA + "INSERT OR IGNORE INTO reservations VALUES ('100', 'x');\n"},
+     "data.sql", None, "data.sql adds rows to reservations again on its second run"),
     ({"data": "CREATE TABLE IF NOT EXISTS reservations (item TEXT caller TEXT;\n"},
      "data.sql", 1, "data.sql fails"),
     ({"tenant": TENANT + "hours: {open: {mon: '17:00-09:00'}, closed: Closed.}\n"},
@@ -94,7 +96,8 @@ def test_the_shipped_tenants_and_a_good_one_pass(tmp_path: Path) -> None:
      "conversations.yaml", 5, "YAML read this as true/false: put it in quotes"),
 ])
 def test_each_broken_tenant_is_reported_with_its_file_line_and_reason(
-        tmp_path: Path, change: dict[str, str], file: str, line: int, message: str) -> None:
+        tmp_path: Path, change: dict[str, str], file: str, line: int | None,
+        message: str) -> None:
     shop = write_shop(tmp_path, **change)
     _, problems = check_directory(tmp_path)
     assert problems, "the broken tenant passed"

@@ -164,3 +164,15 @@ def test_run_tool_moves_and_cancels_the_callers_appointment(rules: dict[str, Rul
                              "AND status = 'booked'", SEED_CALLER) == 0
     again = run_tool(health, "cancel_appointment", {}, caller_id=SEED_CALLER, today=TODAY)
     assert "couldn't find an upcoming appointment" in again["error"]
+
+
+def test_a_reloaded_data_sql_adds_its_new_tables_to_the_open_database(tmp_path: Path) -> None:
+    first = ("CREATE TABLE IF NOT EXISTS a (x TEXT PRIMARY KEY); "
+             "INSERT OR IGNORE INTO a VALUES ('kept');")
+    db = open_db(tmp_path / "t.sqlite3", first)
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO a VALUES ('a caller''s row')")
+    again = open_db(tmp_path / "t.sqlite3", first + " CREATE TABLE IF NOT EXISTS b (y TEXT);")
+    assert again is db
+    assert _count(db, "SELECT COUNT(*) FROM b") == 0
+    assert _count(db, "SELECT COUNT(*) FROM a") == 2

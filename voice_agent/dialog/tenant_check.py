@@ -97,6 +97,7 @@ class _TenantChecker:
     def _data(self) -> Iterator[Problem]:
         directory = self.source.directory
         path = directory / "data.sql" if directory else Path(self.tenant.name)
+        counts: dict[str, int] = {}
         for run in ("", " on its second run (keep CREATE TABLE IF NOT EXISTS and "
                         "INSERT OR IGNORE: it runs on every start)"):
             for line, statement in _sql_statements(self.tenant.data_sql):
@@ -105,6 +106,17 @@ class _TenantChecker:
                 except sqlite3.Error as exc:
                     yield Problem(path, line, f"data.sql fails{run}: {exc}")
                     return
+            before, counts = counts, self._row_counts()
+        for table, rows in counts.items():
+            if rows > before.get(table, 0):
+                yield Problem(path, None, f"data.sql adds rows to {table} again on its "
+                              "second run: give the table a PRIMARY KEY (or UNIQUE) column, "
+                              "so that INSERT OR IGNORE skips rows it already has")
+
+    def _row_counts(self) -> dict[str, int]:
+        tables = [r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        return {t: self.db.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
 
     # --- tenant.yaml ---------------------------------------------------------------
 

@@ -76,6 +76,15 @@ class TenantDB:
                 if db is self:
                     del _open[key]
 
+    def apply(self, data_sql: str) -> None:
+        """Run a (new) ``data.sql``: a reloaded tenant may bring new tables or rows."""
+        self._data_sql = data_sql
+        self._create_and_seed()
+
+    @property
+    def data_sql(self) -> str:
+        return self._data_sql
+
     def _create_and_seed(self) -> None:
         # The tenant's data.sql uses CREATE TABLE IF NOT EXISTS and INSERT OR IGNORE,
         # so running it on every open never duplicates rows nor undoes what callers
@@ -116,6 +125,8 @@ def open_db(path: Path, data_sql: str = "") -> TenantDB:
     with _open_lock:
         if key not in _open:
             _open[key] = TenantDB(key[1], data_sql)
+        elif data_sql and _open[key].data_sql != data_sql:  # the tenant was reloaded
+            _open[key].apply(data_sql)
         return _open[key]
 
 
