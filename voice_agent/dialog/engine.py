@@ -22,7 +22,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from voice_agent.dialog.redact import redact
-from voice_agent.dialog.rules import Rules
+from voice_agent.dialog.rules import Rules, phrases
 from voice_agent.dialog.state import DialogReply, DialogState, Turn, TurnContext
 from voice_agent.dialog.text import normalize
 from voice_agent.dialog.turn_end import TurnEnd, turn_end
@@ -55,20 +55,13 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 def is_open(hours: Hours, now: datetime) -> bool:
     """Whether ``now`` falls in the opening hours (``now`` naive = UTC)."""
-    local = now.astimezone(ZoneInfo(hours.timezone)) if now.tzinfo else \
-        now.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(hours.timezone))
+    aware = now if now.tzinfo else now.replace(tzinfo=ZoneInfo("UTC"))
+    local = aware.astimezone(ZoneInfo(hours.timezone))
     span = hours.open.get(_DAYS[local.weekday()])  # type: ignore[call-overload]
     if span is None:
         return False
     opens, closes = span.split("-")
     return opens <= f"{local:%H:%M}" < closes
-
-
-def emergency_screen(tenant: Tenant) -> re.Pattern[str] | None:
-    """The tenant's emergency phrases as one pattern over normalised words."""
-    if tenant.emergency is None:
-        return None
-    return re.compile(r"\b(?:" + "|".join(f"(?:{p})" for p in tenant.emergency.phrases) + r")\b")
 
 
 #: Times a silent caller is asked again before the agent says goodbye (both loops).
@@ -93,7 +86,7 @@ class DialogEngine:
         self._today = today
         self._now = now
         self._log_turns = log_turns  # off for rehearsals: they are not calls
-        self._emergency = emergency_screen(tenant)
+        self._emergency = phrases(tenant.emergency.phrases) if tenant.emergency else None
         self.help = tenant.help or " ".join(
             ["I can help with:", ", ".join(n.replace("_", " ") for n in tenant.intents) + "."]
             if tenant.intents else []) + " You can also say operator."
@@ -109,10 +102,10 @@ class DialogEngine:
 
         Runs before any other reading of a turn, in every mode (the LLM dialog
         calls it before the model sees the words)."""
-        if self._emergency is None or self.tenant.emergency is None \
-                or not self._emergency.search(norm):
+        emergency = self.tenant.emergency
+        if emergency is None or self._emergency is None or not self._emergency.search(norm):
             return None
-        return DialogReply(self.tenant.emergency.say, "emergency")
+        return DialogReply(emergency.say, "emergency")
 
     def goodbye(self) -> DialogReply:
         return DialogReply(f"Thank you for calling {self.tenant.display_name}. Goodbye.",
@@ -154,8 +147,7 @@ class DialogEngine:
         state.silences += 1
         if state.silences > SILENCE_REPROMPTS:
             result = DialogReply("I haven't heard anything, so I'll end the call now. "
-                                 f"Thank you for calling {self.tenant.display_name}. Goodbye.",
-                                 "silence", done=True)
+                                 f"{self.goodbye().text}", "silence", done=True)
         else:
             result = DialogReply(f"Are you still there? {state.question or self.help}",
                                  "silence")
@@ -166,16 +158,11 @@ class DialogEngine:
 
         Side-effect free, unlike :meth:`reply`: the caller may still go on.
         """
-        today = self._today()
-
-        def intent_of(norm: str) -> str | None:
-            if self.screen(norm) is not None:
-                return "emergency"
-            return _shared_intent(norm) or self.rules.intent_of(norm, today)
-
         norm = normalize(text)
-        return turn_end(state, norm, intent_of,
-                        number_length=self.rules.number_wanted(state, intent_of(norm)))
+        intent = ("emergency" if self.screen(norm) is not None else
+                  _shared_intent(norm) or self.rules.intent_of(norm, self._today()))
+        return turn_end(state, norm, intent,
+                        number_length=self.rules.number_wanted(state, intent))
 
     def _converse(self, ctx: TurnContext) -> tuple[str, str]:
         state, rules = ctx.state, self.rules

@@ -60,7 +60,8 @@ class Refusal(Exception):
         return render(self.outcome.say, self.values)
 
 
-def _pattern(alternatives: list[str]) -> re.Pattern[str] | None:
+def phrases(alternatives: list[str]) -> re.Pattern[str] | None:
+    """Regular expressions from a tenant file as one word-bounded pattern (``None``: none)."""
     if not alternatives:
         return None
     return re.compile(r"\b(?:" + "|".join(f"(?:{a})" for a in alternatives) + r")\b")
@@ -93,8 +94,8 @@ class Rules:
         self.intents = tenant.intents
         self._http = http
         self._first = [(name, p) for name, i in self.intents.items()
-                       if (p := _pattern(i.match)) is not None]
-        self._last = [(name, _pattern(i.match_last), i.when_heard)
+                       if (p := phrases(i.match)) is not None]
+        self._last = [(name, phrases(i.match_last), i.when_heard)
                       for name, i in self.intents.items() if i.match_last or i.when_heard]
 
     # --- reading the words ---------------------------------------------------------
@@ -109,7 +110,7 @@ class Rules:
             if pattern is not None and pattern.search(norm):
                 return name
             intent = self.intents[name]
-            values = self._values(intent, DialogState(), today)
+            values = self.values(intent, DialogState(), today)
             if any(self._parse(intent.slots[s], s, norm, "", today, None, values) is not None
                    for s in heard):
                 return name
@@ -138,11 +139,11 @@ class Rules:
         for step in intent.lookup:
             with self.db.transaction() as conn:
                 self._sql(name, step, ctx, conn)
-        values = self._values(intent, state, ctx.today)
+        values = self.values(intent, state, ctx.today)
         for slot_name, slot in intent.slots.items():
             if slot.default is not None:
-                rows = self.options(slot, values) if slot.type == "choice" else ()
-                state.slots[slot_name] = coerce(slot, evaluate(slot.default, values), rows)
+                state.slots[slot_name] = coerce(slot, evaluate(slot.default, values),
+                                                self.rows_for(slot, values))
 
     def respond(self, name: str, ctx: TurnContext) -> str:
         """Start intent ``name``: look up, fill what was said, and take the next step."""
@@ -154,7 +155,7 @@ class Rules:
         self._fill(intent, ctx)
         step = self._next_step(intent, ctx)
         if intent.intro and state.intent == name and state.awaiting != CONFIRM:
-            return f"{render(intent.intro, self._values(intent, state, ctx.today))} {step}"
+            return f"{render(intent.intro, self.values(intent, state, ctx.today))} {step}"
         return step
 
     def resume(self, ctx: TurnContext) -> str | None:
@@ -169,7 +170,7 @@ class Rules:
             return None
         yes, no = yes_or_no(ctx.norm)
         if no:
-            return self._refused(Refusal(intent.on_no, self._values(intent, state, ctx.today)),
+            return self._refused(Refusal(intent.on_no, self.values(intent, state, ctx.today)),
                                  ctx)
         if not yes:
             return None
@@ -186,7 +187,7 @@ class Rules:
         """
         intent, state = self.intents[name], ctx.state
         with self.db.transaction() as conn:
-            values = self._values(intent, state, ctx.today)
+            values = self.values(intent, state, ctx.today)
             for check in intent.checks:
                 self._check(check, values, conn)
             for step in intent.action:
@@ -194,7 +195,7 @@ class Rules:
                     self._sql(name, step, ctx, conn)
                 else:  # inside the transaction: a failed webhook undoes the SQL before it
                     self._webhook(name, step, ctx)
-        reply = render(intent.reply, self._values(intent, state, ctx.today))
+        reply = render(intent.reply, self.values(intent, state, ctx.today))
         ctx.results = {k: v for k, v in state.slots.items() if k not in intent.slots}
         state.finish()
         return reply
@@ -206,9 +207,11 @@ class Rules:
         with self.db.transaction() as conn:
             return [dict(row) for row in conn.execute(sql, params).fetchall()]
 
-    # --- inside --------------------------------------------------------------------
+    def rows_for(self, slot: Slot, values: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """What a slot's value is read from besides the words: a choice's options."""
+        return self.options(slot, values) if slot.type == "choice" else []
 
-    def _values(self, intent: Intent, state: DialogState, today: date) -> dict[str, Any]:
+    def values(self, intent: Intent, state: DialogState, today: date) -> dict[str, Any]:
         """What templates, conditions and SQL may name: slots (unset ones as None),
         results, and the built-ins."""
         values: dict[str, Any] = {name: None for name in intent.slots}
@@ -217,36 +220,37 @@ class Rules:
         values["choices"] = _Choices(self, intent, values)
         return values
 
+    # --- inside --------------------------------------------------------------------
+
     def _parse(self, slot: Slot, name: str, norm: str, raw: str, today: date,
                awaiting: str | None, values: Mapping[str, Any]) -> Any:
-        rows = self.options(slot, values) if slot.type == "choice" else ()
-        return parse(slot, norm, raw, today, awaited=awaiting == name, rows=rows)
+        return parse(slot, norm, raw, today, awaited=awaiting == name,
+                     rows=self.rows_for(slot, values))
 
     def _fill(self, intent: Intent, ctx: TurnContext) -> bool:
-        """Take every slot the words give; True if any changed."""
-        state = ctx.state
-        values = self._values(intent, state, ctx.today)
-        changed = False
-        asked = intent.slots.get(state.awaiting or "")
-        if asked is not None:
-            value = self._parse(asked, state.awaiting or "", ctx.norm, ctx.raw, ctx.today,
-                                state.awaiting, values)
-            if value is not None and answers_only_itself(asked, value):
-                changed = state.slots.get(state.awaiting or "") != value
-                state.slots[state.awaiting or ""] = value
-                return changed
-        for name, slot in intent.slots.items():
-            value = self._parse(slot, name, ctx.norm, ctx.raw, ctx.today, state.awaiting,
-                                values)
-            if value is not None and state.slots.get(name) != value:
-                state.slots[name] = value
-                changed = True
-        return changed
+        """Take every slot the words give; True if any changed. The slot just asked for
+        is read first: a pick by position or free text answers only it."""
+        state, awaiting = ctx.state, ctx.state.awaiting
+        values = self.values(intent, state, ctx.today)
+        found: dict[str, Any] = {}
+        others: Mapping[str, Slot] = intent.slots
+        if awaiting is not None and (asked := intent.slots.get(awaiting)) is not None:
+            found[awaiting] = self._parse(asked, awaiting, ctx.norm, ctx.raw, ctx.today,
+                                          awaiting, values)
+            if found[awaiting] is not None and answers_only_itself(asked, found[awaiting]):
+                others = {}
+        for name, slot in others.items():
+            if name not in found:
+                found[name] = self._parse(slot, name, ctx.norm, ctx.raw, ctx.today,
+                                          awaiting, values)
+        changed = {n: v for n, v in found.items() if v is not None and state.slots.get(n) != v}
+        state.slots.update(changed)
+        return bool(changed)
 
     def _next_step(self, intent: Intent, ctx: TurnContext) -> str:
         state = ctx.state
         assert state.intent is not None
-        values = self._values(intent, state, ctx.today)
+        values = self.values(intent, state, ctx.today)
         for name, slot in intent.slots.items():
             if slot.required and state.slots.get(name) is None:
                 return state.ask(name, render(slot.ask, values))
@@ -285,13 +289,13 @@ class Rules:
     def _traced(self, intent: str, step: Step, sql: str, ctx: TurnContext) -> None:
         names = {name for name, _ in sql_names(sql)} - BUILTIN_NAMES
         slots = self.intents[intent].slots
-        ctx.called(step.tool or intent, **{n: _jsonable(ctx.state.slots.get(n))
+        ctx.called(step.tool or intent, **{n: _argument(ctx.state.slots.get(n))
                                            for n in sorted(names) if n in slots})
 
     def _sql(self, intent: str, step: Step, ctx: TurnContext, conn: sqlite3.Connection) -> None:
         assert step.sql is not None
         self._traced(intent, step, step.sql, ctx)
-        values = self._values(self.intents[intent], ctx.state, ctx.today)
+        values = self.values(self.intents[intent], ctx.state, ctx.today)
         sql, params = bind(step.sql, values)
         cursor = conn.execute(sql, params)
         if step.changes_data:
@@ -311,9 +315,9 @@ class Rules:
         assert hook is not None
         slots = self.intents[intent].slots
         body = {"caller": ctx.state.caller_id,
-                **{n: _jsonable(ctx.state.slots.get(n)) for n in slots}}
+                **{n: _argument(ctx.state.slots.get(n)) for n in slots}}
         ctx.called(step.tool or intent, **{n: body[n] for n in slots})
-        values = self._values(self.intents[intent], ctx.state, ctx.today)
+        values = self.values(self.intents[intent], ctx.state, ctx.today)
         try:
             response = (self._http or _webhook_client()).request(
                 hook.method, hook.url, timeout=hook.timeout,
@@ -335,7 +339,8 @@ def _webhook_client() -> httpx.Client:
     return httpx.Client()
 
 
-def _jsonable(value: Any) -> Any:
+def _argument(value: Any) -> Any:
+    """A slot's value as a trace argument or a webhook field: a choice by its key."""
     if isinstance(value, Choice):
         return value.key
     return sql_value(value)

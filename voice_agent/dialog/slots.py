@@ -43,9 +43,12 @@ def _tokens(norm: str) -> set[str]:
     return {*words, *(a + b for a, b in zip(words, words[1:], strict=False))}
 
 
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9 ]", " ", text.lower()).split()
+
+
 def _row_words(row: Mapping[str, Any], columns: Sequence[str]) -> set[str]:
-    return {w for column in columns for w in re.sub(r"[^a-z0-9 ]", " ",
-                                                    str(row[column] or "").lower()).split()}
+    return {w for column in columns for w in _words(str(row[column] or ""))}
 
 
 def _near(pattern: str, norm: str) -> list[str]:
@@ -119,8 +122,7 @@ def coerce(slot: Slot, value: Any, rows: Sequence[Mapping[str, Any]] = ()) -> An
         for row in rows:
             if str(row[slot.choices.key]).lower() == wanted:
                 return Choice(row, slot.choices.key)
-        found = pick(slot.choices, rows, " ".join(_row_words({"v": value}, ["v"])),
-                     awaited=False)
+        found = pick(slot.choices, rows, " ".join(_words(str(value))), awaited=False)
         if found is None:
             raise ValueError(f"no option matches {value!r}")
         return found

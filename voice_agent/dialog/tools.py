@@ -35,10 +35,9 @@ def _parameter(rules: Rules, slot: Slot, caller_id: str, today: date) -> dict[st
         upper = slot.max_length or ""
         return {"type": "string", "pattern": f"^[0-9]{{{slot.min_length},{upper}}}$",
                 **described}
-    if slot.type == "date":
-        return {"type": "string", "description": f"{slot.description} Date as YYYY-MM-DD."}
-    if slot.type == "time":
-        return {"type": "string", "description": f"{slot.description} 24-hour time as HH:MM."}
+    if slot.type in ("date", "time"):
+        form = "Date as YYYY-MM-DD." if slot.type == "date" else "24-hour time as HH:MM."
+        return {"type": "string", "description": f"{slot.description} {form}".strip()}
     if slot.type == "yes_no":
         return {"type": "boolean", **described}
     if slot.type == "choice":
@@ -80,11 +79,11 @@ def run_tool(rules: Rules, name: str, arguments: dict[str, Any], caller_id: str,
     state = ctx.state
     try:
         rules.start(name, ctx)
-        values = {"caller": caller_id, "today": today, **state.slots}
+        values = rules.values(intent, state, today)
         for slot_name, slot in intent.slots.items():
             if slot_name in arguments:
-                rows = rules.options(slot, values) if slot.type == "choice" else ()
-                state.slots[slot_name] = coerce(slot, arguments[slot_name], rows)
+                state.slots[slot_name] = coerce(slot, arguments[slot_name],
+                                                rules.rows_for(slot, values))
         missing = [n for n, s in intent.slots.items() if s.required and state.slots.get(n) is None]
         if missing:
             return {"error": f"missing {', '.join(missing)}: ask the caller"}

@@ -20,7 +20,7 @@ Rules (a complete reading wins only when nothing marks the text unfinished):
    the intent, such as a reference number), the turn is COMPLETE once a digit
    string of ``number_length`` was said and INCOMPLETE until then.
 3. A clear yes or no to a pending confirmation is COMPLETE.
-4. A recognised request (``intent_of``: the engine's shared ones, such as repeat,
+4. A recognised request (``intent``: the engine's shared ones, such as repeat,
    operator, goodbye, and the tenant's intents) is COMPLETE.
 5. Anything else is UNSURE.
 
@@ -30,7 +30,6 @@ conversation runs it inline when the speculative transcript arrives.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import Enum
 
 from voice_agent.dialog.state import DialogState, yes_or_no
@@ -57,12 +56,14 @@ _DANGLING = frozenset("""
 # so they are not here (bench latency: 0.7 s wasted on each).
 
 
-def turn_end(state: DialogState, norm: str, intent_of: Callable[[str], str | None],
+def turn_end(state: DialogState, norm: str, intent: str | None,
              *, number_length: int | None = None) -> TurnEnd:
     """What a normalised transcript says about whether the caller's turn is over.
 
-    ``number_length``: the digits a number the caller owes has (an awaited
-    ``digits`` slot, or one the request needs), or ``None`` when none is owed.
+    ``intent``: the request the words make (the engine's shared ones, the emergency
+    screen, the tenant's intents), or ``None``. ``number_length``: the digits a
+    number the caller owes has (an awaited ``digits`` slot, or one the request
+    needs), or ``None`` when none is owed.
     """
     words = norm.split()
     if not words:
@@ -79,7 +80,7 @@ def turn_end(state: DialogState, norm: str, intent_of: Callable[[str], str | Non
         return TurnEnd.INCOMPLETE
     if state.awaiting == "confirm" and any(yes_or_no(norm)):
         return TurnEnd.COMPLETE
-    if intent_of(norm) is not None:
+    if intent is not None:
         return TurnEnd.COMPLETE
     return TurnEnd.UNSURE
 
