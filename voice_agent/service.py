@@ -56,16 +56,16 @@ async def _agent(settings: Settings, tenants: TenantRegistry) -> CallAgent | Non
 def checked_tenants(directory: Path | None = None) -> TenantRegistry:
     """The tenants in ``directory`` (default: the configured ones), only if every check of
     ``voice-agent tenants check`` passes; else :class:`TenantFileError` listing them all."""
-    from voice_agent.dialog.tenant_check import check_directory
+    from voice_agent.dialog.tenant_check import check_tenants
 
     root = directory or tenants_directory()
-    count, problems = check_directory(root)
+    tenants, problems = check_tenants(root)
     if problems:
         raise TenantFileError("\n".join(f"tenant file {p}" for p in problems))
-    if not count:  # a mistyped VOICE_AGENT_TENANTS_DIR must not answer every call "unknown"
+    if not tenants:  # a mistyped VOICE_AGENT_TENANTS_DIR must not answer every call "unknown"
         raise TenantFileError(f"no tenants in {root}: point VOICE_AGENT_TENANTS_DIR at a "
                               "directory of tenant files (docs/tenants.md)")
-    return TenantRegistry.load(root)
+    return TenantRegistry(tenants)
 
 
 async def reload_tenants(tenants: TenantRegistry, directory: Path | None = None) -> bool:

@@ -138,3 +138,12 @@ def test_chat_talks_to_a_tenant_from_files(tmp_path: Path) -> None:
                                 input="reserve item one two three\nyes\n")
     assert result.exit_code == 0, result.output
     assert "Reserve item 123?" in result.output and "Reserved item 123." in result.output
+
+
+def test_a_one_file_tenant_with_inline_intents_gets_the_line_of_its_mistake(
+        tmp_path: Path) -> None:
+    inline = TENANT + "intents:\n" + "".join(f"  {line}\n" for line in INTENTS.splitlines())
+    (tmp_path / "shop.yaml").write_text(inline.replace("type: digits", "type: colour"))
+    [problem] = check_directory(tmp_path)[1]
+    assert (problem.path, problem.line) == (tmp_path / "shop.yaml", 10), str(problem)
+    assert "intents.reserve.slots.item.type" in problem.message

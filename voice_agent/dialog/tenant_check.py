@@ -28,7 +28,7 @@ from voice_agent.dialog.examples import Scratch, rehearse
 from voice_agent.dialog.rules import Rules
 from voice_agent.dialog.templates import TemplateError, names_in
 from voice_agent.dialog.text import normalize
-from voice_agent.tenants import Problem, TenantSource
+from voice_agent.tenants import Problem, Tenant, TenantSource
 from voice_agent.tenants.data import bind, sql_names
 from voice_agent.tenants.loader import read_tenants
 from voice_agent.tenants.spec import BUILTIN_NAMES, Intent, Outcome, Step
@@ -36,12 +36,18 @@ from voice_agent.tenants.spec import BUILTIN_NAMES, Intent, Outcome, Step
 Loc = tuple[str | int, ...]
 
 
-def check_directory(directory: Path) -> tuple[int, list[Problem]]:
-    """How many tenants ``directory`` holds, and every problem in them."""
+def check_tenants(directory: Path) -> tuple[list[Tenant], list[Problem]]:
+    """The tenants in ``directory``, and every problem in them (read once)."""
     sources, problems = read_tenants(directory)
     for source in sources:
         problems += check_tenant(source)
-    return len(sources), problems
+    return [source.tenant for source in sources], problems
+
+
+def check_directory(directory: Path) -> tuple[int, list[Problem]]:
+    """How many tenants ``directory`` holds, and every problem in them."""
+    tenants, problems = check_tenants(directory)
+    return len(tenants), problems
 
 
 def check_tenant(source: TenantSource) -> list[Problem]:

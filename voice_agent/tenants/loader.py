@@ -55,12 +55,7 @@ class TenantSource:
 
     def locate(self, part: str, loc: tuple[str | int, ...]) -> tuple[Path, int | None]:
         """The file and line of ``loc`` inside the tenant's ``part`` (``"intents"`` …)."""
-        filename = next((f for f, p in PARTS.items() if p == part), "tenant.yaml")
-        if filename in self.docs:
-            path, doc = self.docs[filename]
-            return path, line_of(doc, loc)
-        path, doc = self.docs["tenant.yaml"]  # a one-file tenant: the part is a key in it
-        return path, line_of(doc, (part, *loc) if part in PARTS.values() else loc)
+        return _locate(self.docs, (part, *loc) if part in PARTS.values() else loc)
 
 
 def tenant_files(directory: Path) -> Iterator[Path]:
@@ -73,16 +68,22 @@ def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top)"
 
 
+def _locate(files: dict[str, tuple[Path, YamlDoc]], loc: tuple[Any, ...]
+            ) -> tuple[Path, int | None]:
+    """The file and line of a :class:`Tenant` field path (``("intents", "book", …)``):
+    in the part's own file, or under its key in a one-file tenant's YAML."""
+    filename = next((f for f, part in PARTS.items() if loc[:1] == (part,)), "tenant.yaml")
+    if filename in files:
+        path, doc = files[filename]
+        return path, line_of(doc, loc if filename == "tenant.yaml" else loc[1:])
+    path, doc = files["tenant.yaml"]
+    return path, line_of(doc, loc)
+
+
 def _validation_problems(exc: ValidationError, files: dict[str, tuple[Path, YamlDoc]]
                          ) -> list[Problem]:
-    problems = []
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        filename = next((f for f, part in PARTS.items() if loc[:1] == (part,)), "tenant.yaml")
-        path, doc = files.get(filename, files["tenant.yaml"])
-        inner = loc[1:] if filename != "tenant.yaml" else loc
-        problems.append(Problem(path, line_of(doc, inner), f"{_where(loc)}: {error['msg']}"))
-    return problems
+    return [Problem(*_locate(files, tuple(error["loc"])),
+                    f"{_where(tuple(error['loc']))}: {error['msg']}") for error in exc.errors()]
 
 
 def read_tenant(definition: Path) -> tuple[TenantSource | None, list[Problem]]:
