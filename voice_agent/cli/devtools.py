@@ -190,7 +190,7 @@ def demo_scripts(registry: TenantRegistry | None = None) -> dict[str, DemoTask]:
     for tenant in registry or TenantRegistry.load():
         example = next((c for c in tenant.conversations if "demo" in c.use), None)
         if example is not None and tenant.numbers:
-            tasks[example.number or tenant.numbers[0]] = DemoTask(tenant, example)
+            tasks[tenant.dials(example)] = DemoTask(tenant, example)
     return tasks
 
 

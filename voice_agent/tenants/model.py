@@ -86,3 +86,7 @@ class Tenant(BaseModel):
     data_sql: str = Field("", repr=False, description="data.sql: tables and seed rows.")
     conversations: list[Conversation] = Field(default_factory=list,
                                               description="conversations.yaml")
+
+    def dials(self, conversation: Conversation) -> str:
+        """The number a call for ``conversation`` dials: its own, else the tenant's first."""
+        return conversation.number or self.numbers[0]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import functools
 import itertools
@@ -54,6 +55,7 @@ from voice_agent.dev.sim.conversation import (
     Exchange,
     ScriptedCaller,
     Step,
+    example,
     examples,
     steps_of,
     word_error_rate,
@@ -66,16 +68,19 @@ from voice_agent.service import running_agent
 
 Progress = Callable[[str], None]
 
-#: Questions each tenant answers, asked in turn: its examples marked ``use: latency``.
-QUESTIONS: dict[str, list[str]] = {}
-for _number, _example in examples("latency"):
-    QUESTIONS.setdefault(_number, []).extend(s.say for s in _example.steps)
-#: Sentences with a pause mid-way, longer than the fixed end-of-turn silence (examples
-#: marked ``use: paused``): the agent must wait for the rest. An answer to the first
-#: half alone is a cut-off caller.
-PAUSED: dict[str, list[Step]] = {}
-for _number, _example in examples("paused"):
-    PAUSED.setdefault(_number, []).extend(steps_of(_example))
+
+
+def _by_number(use: str) -> dict[str, list[Step]]:
+    """The steps of every example marked ``use``, by the number each dials. ``latency``:
+    questions each tenant answers, asked in turn; ``paused``: sentences with a pause
+    mid-way, longer than the fixed end-of-turn silence, whose first half alone must not
+    be answered (a cut-off caller)."""
+    steps: dict[str, list[Step]] = {}
+    for number, conversation in examples(use):
+        steps.setdefault(number, []).extend(steps_of(conversation))
+    return steps
+
+
 STACK = "embedded: silero VAD, whisper tiny.en, dialog engine, piper joe-medium"
 STAGES = ("endpointing", "stt", "reply", "tts_first_audio", "network_playout")
 TURNS_PER_CALL = 5
@@ -131,10 +136,10 @@ async def _interview(settings: Settings, turns: int, stt: WhisperStt | None,
                      trailing_silence: float = 0.0) -> list[dict[str, Any]]:
     """Every tenant answers ``turns`` questions, ``TURNS_PER_CALL`` to a call."""
     rows: list[dict[str, Any]] = []
-    for number, questions in QUESTIONS.items():
+    for number, questions in _by_number("latency").items():
         asked = list(itertools.islice(itertools.cycle(questions), turns))
         for start in range(0, turns, TURNS_PER_CALL):
-            steps = [Step(q) for q in asked[start:start + TURNS_PER_CALL]]
+            steps = [Step(q.say) for q in asked[start:start + TURNS_PER_CALL]]
             exchanges, record = await _one_call(settings, stt, number, steps, record_of,
                                                 trailing_silence)
             agent_turns = record.turns if record is not None else []
@@ -173,7 +178,7 @@ async def latency(settings: Settings, turns: int, progress: Progress = print) ->
             await manager.wait_connected(30)
             rows = await _interview(settings, turns, stt, lambda: _session_record(manager),
                                     progress)
-            for number, steps in PAUSED.items():
+            for number, steps in _by_number("paused").items():
                 for step in steps:
                     _, record = await _one_call(settings, stt, number, [step],
                                                 lambda: _session_record(manager))
@@ -334,23 +339,27 @@ LEVELS_DB = (0.0, -6.0, -12.0, -18.0)
 PATHS = ("sip", "local")
 #: espeak-ng voices the interrupting callers take turns with.
 VOICES = ("en-us", "en-gb-x-rp", "en-029")
-#: The example marked ``use: barge_in``: its first question has a long answer, which
-#: its second interrupts.
-BARGE_IN_NUMBER, _BARGE_IN = examples("barge_in")[0]
-LONG_ANSWER, INTERRUPTION = (s.say for s in _BARGE_IN.steps[:2])
-INTERRUPTION_ANSWER = _BARGE_IN.steps[1].expect
 BACKCHANNEL = "Uh-huh."
+
+
+def _barge_in_script() -> tuple[str, Step, Step, str]:
+    """The example marked ``use: barge_in``: the number, a question with a long answer,
+    the question that interrupts it, and words of the answer to that (its ``expect``)."""
+    number, conversation = example("barge_in")
+    long_answer, interruption = steps_of(conversation)[:2]
+    return number, long_answer, interruption, conversation.steps[1].expect.lower()
 
 
 async def _interruptions(settings: Settings, stt: WhisperStt, manager: SessionManager,
                          count: int, path: str, level: float,
                          progress: Progress) -> list[dict[str, Any]]:
     rows = []
+    number, long_answer, interruption, answer = _barge_in_script()
     for i in range(count):
         after, voice = 1.0 + (i % 4) * 0.5, VOICES[i % len(VOICES)]
         exchanges, record = await _one_call(
-            settings, stt, BARGE_IN_NUMBER, [Step(LONG_ANSWER),
-                                   Step(INTERRUPTION, barge_in_after=after)],
+            settings, stt, number, [long_answer,
+                                    dataclasses.replace(interruption, barge_in_after=after)],
             lambda: _session_record(manager), via=path, gain_db=level, voice=voice)
         assert record is not None
         cut = record.barge_ins[0] if record.barge_ins else {}
@@ -359,8 +368,7 @@ async def _interruptions(settings: Settings, stt: WhisperStt, manager: SessionMa
             "stop_at_caller_s": exchanges[-1].barge_in_stop_s,
             "pause_s": cut["paused"] - cut["onset"] if cut else None,
             "decide_s": cut["detected"] - cut["onset"] if cut else None,
-            "answered_new_question": INTERRUPTION_ANSWER.lower() in
-            (record.turns[-1].get("reply") or "").lower(),
+            "answered_new_question": answer in (record.turns[-1].get("reply") or "").lower(),
             "heard_answer": exchanges[-1].heard})
         stop = rows[-1]["stop_at_caller_s"]
         progress(f"{path} {level:+.0f} dB {voice}: stop at caller "
@@ -372,10 +380,11 @@ async def _interruptions(settings: Settings, stt: WhisperStt, manager: SessionMa
 async def _over_the_reply(settings: Settings, stt: WhisperStt, manager: SessionManager,
                           sound: np.ndarray, after: float) -> CallRecord:
     """Ask for the long reply, play ``sound`` ``after`` s into it; the call's record."""
+    number, long_answer, *_ = _barge_in_script()
     async with SimPhone(settings.ari_url, settings.ari_user, settings.ari_secret()) as phone:
-        call = await phone.dial(BARGE_IN_NUMBER, audio=True, via="sip")
+        call = await phone.dial(number, audio=True, via="sip")
         async with ScriptedCaller(call, stt) as caller:
-            await caller.run([Step(LONG_ANSWER)])
+            await caller.run([long_answer])
             await asyncio.sleep(after)
             await call.say(sound)
             await caller.finish()

@@ -60,7 +60,7 @@ from voice_agent.dev.bench.media import (
     write_result,
 )
 from voice_agent.dev.model_servers import free_tcp_port
-from voice_agent.dev.sim.conversation import examples
+from voice_agent.dev.sim.conversation import example
 from voice_agent.dev.sim.phone import SimPhone
 from voice_agent.dev.sim.signals import speech
 from voice_agent.media.rtp import RtpParseError, parse_rtp
@@ -70,9 +70,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-#: Every load call asks the first question of the example marked ``use: load``.
-NUMBER, _EXAMPLE = examples("load")[0]
-QUESTION = _EXAMPLE.steps[0].say
 LOUD = 400.0  # mean |sample| of a µ-law frame that counts as agent speech
 AGENT_DONE_S = 0.6  # this much quiet after loud packets: the agent finished speaking
 BARGE_AFTER_S = 1.0  # the interrupting caller starts this long into the reply
@@ -214,8 +211,8 @@ class CallerFigures:
 def questions(models: str, count: int = 24) -> list[Utterance]:
     """What the callers ask, in turn: one question for the fake models; for the embedded
     ones, ``count`` order-status questions with seeded random five-digit numbers."""
-    if models == "fake":
-        return [Utterance.render(QUESTION)]
+    if models == "fake":  # the first question of the example marked ``use: load``
+        return [Utterance.render(example("load")[1].steps[0].say)]
     digits = "zero one two three four five six seven eight nine".split()
     draw = random.Random(5)
     return [Utterance.render("Where is my order "
@@ -225,13 +222,15 @@ def questions(models: str, count: int = 24) -> list[Utterance]:
 
 async def converse(phone: SimPhone, question: Utterance | list[Utterance], until: float,
                    figures: CallerFigures, gate: asyncio.Semaphore,
-                   turns: int | None = None, number: str = NUMBER, first: int = 0) -> None:
+                   turns: int | None = None, number: str | None = None, first: int = 0
+                   ) -> None:
     """One scripted conversation: ``turns`` turns, or (None) turns until ``until``
     (at least :data:`MIN_TURNS`); the second of them is a barge-in. ``gate``
     bounds how many calls are being set up at once (the ramp). With several questions,
     the call asks them in turn from the ``first``."""
     async with gate:
-        call = await phone.dial(number, via="sip", audio=True, identify=False,
+        call = await phone.dial(number or example("load")[0], via="sip", audio=True,
+                                identify=False,
                                 answer_timeout=30)
     audio = call.audio
     assert isinstance(audio, LoadAudio)

@@ -309,8 +309,17 @@ async def _sleep_until(when: float) -> None:
 
 def examples(use: str) -> list[tuple[str, Conversation]]:
     """Every tenant's example conversations marked ``use``, each with the number it dials."""
-    return [(c.number or t.numbers[0], c) for t in TenantRegistry.load() if t.numbers
+    return [(t.dials(c), c) for t in TenantRegistry.load() if t.numbers
             for c in t.conversations if use in c.use]
+
+
+def example(use: str) -> tuple[str, Conversation]:
+    """The first example conversation marked ``use``, with the number it dials."""
+    found = examples(use)
+    if not found:
+        raise ValueError(f"no tenant has an example conversation marked 'use: {use}' "
+                         "(docs/tenants.md: conversations.yaml)")
+    return found[0]
 
 
 def steps_of(conversation: Conversation) -> list[Step]:
